@@ -1,0 +1,131 @@
+"""The ``kakusan`` command line: a thin layer that parses options and calls the Python API."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import KakusanError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="kakusan (拡散): train, sample, guide, distil and probe diffusion models.")
+
+
+def _floats(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise KakusanError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _run(fn):
+    """Run ``fn``; user errors print one clear line and exit with code 2."""
+    try:
+        return fn()
+    except KakusanError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; must not hold a run unless --resume)."),
+    data: Optional[str] = typer.Option(None, help="mnist | digits | path to an image folder [mnist]."),
+    image_size: Optional[int] = typer.Option(None, help="Resize images to this square size [32]."),
+    channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB) for image folders [data set's]."),
+    preset: Optional[str] = typer.Option(None, help="Network size: xs | s | m | l [s]."),
+    process: Optional[str] = typer.Option(None, help="edm (Karras et al. 2022) | ddpm (Ho et al. 2020) [edm]."),
+    beta_schedule: Optional[str] = typer.Option(None, help="DDPM beta schedule: linear | cosine [linear]."),
+    cond: Optional[str] = typer.Option(None, help="auto | none | class | tokens (cross-attention) [auto]."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size [64]."),
+    kimg: Optional[float] = typer.Option(None, help="Training length in thousands of images [50]."),
+    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget; stops and saves when reached."),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate [5e-4]."),
+    warmup_kimg: Optional[float] = typer.Option(None, help="Linear warm-up length [2]."),
+    lr_decay_kimg: Optional[float] = typer.Option(None, help="Inverse-sqrt decay after this many kimg [off]."),
+    grad_clip: Optional[float] = typer.Option(None, help="Gradient-norm clip, 0 = off [1.0]."),
+    label_dropout: Optional[float] = typer.Option(None, help="Probability of the null condition [0.1]."),
+    ema: Optional[str] = typer.Option(None, help="EMA lengths sigma_rel, comma-separated [0.05,0.10]."),
+    precision: Optional[str] = typer.Option(None, help="fp32 | bf16 [fp32]."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="[off]"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network [off]."),
+    seed: Optional[int] = typer.Option(None, help="Seed for init, data order and noise [0]."),
+    checkpoint_kimg: Optional[float] = typer.Option(None, help="Save the resumable checkpoint every N kimg [5]."),
+    sample_kimg: Optional[float] = typer.Option(None, help="Write a sample grid every N kimg [5]."),
+    snapshot_kimg: Optional[str] = typer.Option(None, help="Keep model snapshots at these kimg, e.g. 3.1,50."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Train a denoiser; writes checkpoint/, snapshots/, samples/, metrics.jsonl and loss.png into the run folder."""
+    from .train import TrainConfig, Trainer
+    from .utils import io
+
+    given = {k: v for k, v in dict(
+        data=data, image_size=image_size, channels=channels, preset=preset, process=process,
+        beta_schedule=beta_schedule, cond=cond, batch_size=batch_size, kimg=kimg, minutes=minutes, lr=lr,
+        warmup_kimg=warmup_kimg, lr_decay_kimg=lr_decay_kimg, grad_clip=grad_clip, label_dropout=label_dropout,
+        ema_stds=_floats(ema), precision=precision, channels_last=channels_last, compile=compile, seed=seed,
+        checkpoint_kimg=checkpoint_kimg, sample_kimg=sample_kimg, snapshot_kimg=_floats(snapshot_kimg)).items()
+        if v is not None}
+
+    def go():
+        if resume:
+            stored = out / "train_config.json"
+            if not stored.is_file():
+                raise KakusanError(f"nothing to resume: {out} has no train_config.json")
+            changed = set(given) - {"kimg", "minutes"}
+            if changed:
+                raise KakusanError(f"with --resume only --kimg and --minutes may change (got {sorted(changed)})")
+            config = TrainConfig.from_dict({**io.read_json(stored), "minutes": None, **given})
+        else:
+            config = TrainConfig(**given)
+        summary = Trainer(config, out, resume=resume, progress=progress).train()
+        typer.echo(json.dumps(summary))
+
+    _run(go)
+
+
+@app.command()
+def sample(
+    model: str = typer.Argument(..., help="Model folder (a run's checkpoint/ or snapshot) or shipped model name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),
+    n: int = typer.Option(64, "--n", "-n", help="Number of images."),
+    sampler: str = typer.Option("heun", help="heun | euler | ddim | ddpm."),
+    steps: Optional[int] = typer.Option(None, help="Sampler steps [from --nfe]."),
+    nfe: int = typer.Option(35, help="Network evaluations, if --steps is not given (Heun: steps = (nfe+1)/2)."),
+    schedule: str = typer.Option("auto", help="auto | karras | uniform (DDPM discrete steps)."),
+    eta: float = typer.Option(0.0, help="DDIM eta (0 deterministic, 1 ancestral)."),
+    churn: float = typer.Option(0.0, help="EDM S_churn for euler/heun."),
+    seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
+    label: Optional[str] = typer.Option(None, help="Class(es) to draw, comma-separated; default: cycle all classes."),
+    ema: str = typer.Option("auto", help="EMA length to load (e.g. 0.1), 'raw' or 'auto' (longest)."),
+    batch_size: int = typer.Option(64, help="Images per batch."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds)."""
+    from .pipeline import sample_to_folder
+
+    _run(lambda: typer.echo(json.dumps(sample_to_folder(
+        model, out, n=n, sampler=sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn, seed=seed,
+        labels=label, ema=ema, batch_size=batch_size, progress=progress))))
+
+
+@app.command()
+def info(model: str = typer.Argument(..., help="Model folder, run folder or shipped model name.")):
+    """Show a checkpoint's configuration, images seen, EMA lengths and size."""
+    from .pipeline import describe
+
+    _run(lambda: typer.echo(json.dumps(describe(model), indent=2)))
+
+
+def main():  # pragma: no cover
+    app(prog_name="kakusan")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

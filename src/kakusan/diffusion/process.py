@@ -1,0 +1,178 @@
+"""Forward processes: how a clean image x0 is degraded to severity t, and how a network is preconditioned for it.
+
+Every process implements one small interface (:class:`ForwardProcess`) so that the trainer and the samplers never
+ask which process they hold. Gaussian processes work in the sigma ("variance exploding") view of Karras et al. (2022):
+x = x0 + sigma * n. A *cold* degradation (blur, mask, ...) implements the same interface with a deterministic D(x0, t).
+
+* :class:`EDMProcess` — Karras et al. 2022, Table 1 "EDM": log-normal sigma, c_skip/c_out/c_in/c_noise, loss weight.
+* :class:`DDPMProcess` — Ho et al. 2020 (the tutorial seed): beta schedule, eps-prediction and L_simple, expressed in the
+  sigma view through sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) (Table 1 "VP").
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from . import schedules
+
+
+class ForwardProcess:
+    """The interface. ``t`` is a per-sample severity tensor of shape (B,); for Gaussian processes t is sigma."""
+
+    kind: str = ""
+    gaussian: bool = True
+
+    def sample_t(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Training severities t ~ p_train(t), shape (B,)."""
+        raise NotImplementedError
+
+    def degrade(self, x0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """D(x0, t), vectorised over a per-sample t; D(x0, 0) = x0."""
+        raise NotImplementedError
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """lambda(t) of the training loss lambda(t) * ||D_theta(x_t, t) - x0||^2."""
+        raise NotImplementedError
+
+    def precondition(self, t: torch.Tensor):
+        """(c_skip, c_out, c_in, c_noise) of D(x; t) = c_skip x + c_out F(c_in x; c_noise) (Karras et al. eq. 7)."""
+        raise NotImplementedError
+
+    @property
+    def sigma_min(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def sigma_max(self) -> float:
+        raise NotImplementedError
+
+    def to_config(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+def _bcast(v: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, 1, 1, 1)
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+@dataclass
+class EDMProcess(ForwardProcess):
+    """Karras et al. 2022, Table 1, column "EDM" (sigma_data = 0.5 for data in [-1, 1])."""
+
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_lo: float = 0.002
+    sigma_hi: float = 80.0
+    kind = "edm"
+    EMBED_SCALE = 250.0
+
+    def sample_t(self, batch, generator=None, device=None):
+        # ln(sigma) ~ N(P_mean, P_std^2)
+        z = torch.randn(batch, generator=generator, device=device)
+        return (self.p_mean + self.p_std * z).exp()
+
+    def degrade(self, x0, t, generator=None):
+        return x0 + _bcast(t) * _randn_like(x0, generator)
+
+    def loss_weight(self, t):
+        # lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2
+        return (t**2 + self.sigma_data**2) / (t * self.sigma_data) ** 2
+
+    def precondition(self, t):
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (t**2 + sd2)
+        c_out = t * self.sigma_data / (t**2 + sd2).sqrt()
+        c_in = 1 / (t**2 + sd2).sqrt()
+        # c_noise = ln(sigma) / 4, stretched by EMBED_SCALE to the DDPM-like step range the UNet's sinusoidal
+        # time embedding expects (ln(sigma)/4 alone spans only about [-1.6, 1.1]).
+        c_noise = t.log() / 4 * self.EMBED_SCALE
+        return _bcast(c_skip), _bcast(c_out), _bcast(c_in), c_noise
+
+    @property
+    def sigma_min(self):
+        return self.sigma_lo
+
+    @property
+    def sigma_max(self):
+        return self.sigma_hi
+
+
+@dataclass
+class DDPMProcess(ForwardProcess):
+    """Ho et al. 2020 in the sigma view. x_VE = x_VP / sqrt(alpha_bar_t) = x0 + sigma_t eps, and the eps-network gives
+    D(x; sigma) = x - sigma * eps_theta(x / sqrt(1 + sigma^2), t(sigma)); with lambda = 1/sigma^2 the loss
+    lambda ||D - x0||^2 equals L_simple = ||eps - eps_theta||^2 exactly."""
+
+    schedule: str = "linear"
+    num_steps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    kind = "ddpm"
+
+    def __post_init__(self):
+        self.alphas_cumprod = schedules.alphas_cumprod(
+            schedules.ddpm_betas(self.schedule, self.num_steps, self.beta_start, self.beta_end))
+        self.sigmas = schedules.sigma_from_alpha_bar(self.alphas_cumprod)  # sigma_t for t = 0..T-1 (step t+1)
+        self._log_sigmas = self.sigmas.log()
+
+    def to_config(self):
+        return {"kind": self.kind, "schedule": self.schedule, "num_steps": self.num_steps,
+                "beta_start": self.beta_start, "beta_end": self.beta_end}
+
+    def sample_t(self, batch, generator=None, device=None):
+        # t ~ U{1..T}, returned as sigma_t
+        idx = torch.randint(0, self.num_steps, (batch,), generator=generator, device=device)
+        return self.sigmas.to(device=device, dtype=torch.float32)[idx]
+
+    def degrade(self, x0, t, generator=None):
+        return x0 + _bcast(t) * _randn_like(x0, generator)
+
+    def loss_weight(self, t):
+        return 1 / t**2
+
+    def sigma_to_index(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Continuous step index t(sigma): linear interpolation of log sigma between the discrete steps."""
+        log_sigmas = self._log_sigmas.to(sigma.device)
+        log_s = sigma.double().log().clamp(log_sigmas[0], log_sigmas[-1])
+        hi = torch.searchsorted(log_sigmas, log_s).clamp(1, self.num_steps - 1)
+        lo = hi - 1
+        w = (log_s - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])
+        return (lo + w).to(sigma.dtype)
+
+    def precondition(self, t):
+        c_skip = torch.ones_like(t)
+        c_out = -t
+        c_in = 1 / (t**2 + 1).sqrt()
+        return _bcast(c_skip), _bcast(c_out), _bcast(c_in), self.sigma_to_index(t)
+
+    @property
+    def sigma_min(self):
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self):
+        return float(self.sigmas[-1])
+
+
+PROCESSES = {"edm": EDMProcess, "ddpm": DDPMProcess}
+
+
+def process_from_config(config: dict) -> ForwardProcess:
+    config = dict(config)
+    kind = config.pop("kind")
+    if kind not in PROCESSES:
+        raise ValueError(f"unknown process {kind!r}; known: {sorted(PROCESSES)}")
+    return PROCESSES[kind](**config)
+
+
+def register_process(cls) -> type:
+    """Class decorator: make a ForwardProcess subclass loadable from its config (used by the cold degradations)."""
+    PROCESSES[cls.kind] = cls
+    return cls
+
+

@@ -1,0 +1,108 @@
+"""Samplers: short functions of ``(denoise, x, sigmas)`` in the sigma view x = x0 + sigma n.
+
+``denoise(x, sigma) -> x0_hat`` is the only model call (condition and guidance are bound into it beforehand), and
+``sigmas`` is a decreasing 1-D tensor ending in 0. ``x`` enters as x_T = sigma_0 * n.
+
+* :func:`sample_euler`, :func:`sample_heun` — Karras et al. 2022, Algorithm 2 (Heun's 2nd order with optional churn
+  S_churn, S_tmin, S_tmax, S_noise); the ODE is dx/dsigma = (x - D(x; sigma)) / sigma (eq. 3 with sigma(t) = t).
+* :func:`sample_ddim` — Song et al. 2021, eq. 12, rewritten for x_VE = x_VP / sqrt(alpha_bar):
+  x_next = x0_hat + sqrt(sigma_next^2 - sigma_up^2) eps_hat + sigma_up z,
+  sigma_up = eta * sigma_next * sqrt(1 - sigma_next^2 / sigma^2)   (equal to sigma_t(eta) / sqrt(alpha_bar_{t-1})).
+* :func:`sample_ddpm` — DDPM ancestral sampling (Ho et al. 2020, Algorithm 2 with sigma_t^2 = beta_tilde_t), which is
+  DDIM with eta = 1 on the full discrete schedule.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Noise = Callable[[torch.Tensor], torch.Tensor]
+Callback = Callable[[int, torch.Tensor, torch.Tensor, float], None]
+
+
+def _steps(sigmas: torch.Tensor, progress: bool, desc: str):
+    n = len(sigmas) - 1
+    return tqdm(range(n), desc=desc, leave=False, unit="step") if progress else range(n)
+
+
+def _edm(denoise: Denoise, x, sigmas, second_order: bool, churn: float, s_tmin: float, s_tmax: float,
+         s_noise: float, noise: Noise | None, callback: Callback | None, progress: bool):
+    noise = noise or torch.randn_like
+    n = len(sigmas) - 1
+    for i in _steps(sigmas, progress, "heun" if second_order else "euler"):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        gamma = min(churn / n, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
+        sigma_hat = sigma * (1 + gamma)
+        if gamma > 0:  # "churn": raise the noise level to sigma_hat by adding fresh noise
+            x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * noise(x)
+        x0_hat = denoise(x, x.new_tensor(sigma_hat))
+        d = (x - x0_hat) / sigma_hat
+        x_next = x + (sigma_next - sigma_hat) * d
+        if second_order and sigma_next > 0:  # Heun correction with the slope at the end of the step
+            d_next = (x_next - denoise(x_next, x.new_tensor(sigma_next))) / sigma_next
+            x_next = x + (sigma_next - sigma_hat) * (d + d_next) / 2
+        if callback:
+            callback(i, x_next, x0_hat, sigma_hat)
+        x = x_next
+    return x
+
+
+def sample_euler(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, churn: float = 0.0, s_tmin: float = 0.0,
+                 s_tmax: float = float("inf"), s_noise: float = 1.0, noise: Noise | None = None,
+                 callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
+    """Euler's method on the probability-flow ODE (one network evaluation per step)."""
+    return _edm(denoise, x, sigmas, False, churn, s_tmin, s_tmax, s_noise, noise, callback, progress)
+
+
+def sample_heun(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, churn: float = 0.0, s_tmin: float = 0.0,
+                s_tmax: float = float("inf"), s_noise: float = 1.0, noise: Noise | None = None,
+                callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
+    """Karras et al. (2022) Algorithm 2: Heun's method, 2N - 1 network evaluations for N steps."""
+    return _edm(denoise, x, sigmas, True, churn, s_tmin, s_tmax, s_noise, noise, callback, progress)
+
+
+def sample_ddim(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 0.0,
+                noise: Noise | None = None, callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
+    """DDIM (eta = 0: deterministic; eta = 1: ancestral)."""
+    noise = noise or torch.randn_like
+    for i in _steps(sigmas, progress, "ddim"):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        x0_hat = denoise(x, x.new_tensor(sigma))
+        eps_hat = (x - x0_hat) / sigma
+        sigma_up = eta * sigma_next * math.sqrt(max(1 - sigma_next**2 / sigma**2, 0.0))
+        sigma_down = math.sqrt(max(sigma_next**2 - sigma_up**2, 0.0))
+        x = x0_hat + sigma_down * eps_hat
+        if sigma_up > 0:
+            x = x + sigma_up * noise(x)
+        if callback:
+            callback(i, x, x0_hat, sigma)
+    return x
+
+
+def sample_ddpm(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noise | None = None,
+                callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
+    """DDPM ancestral sampling: x_{t-1} ~ q(x_{t-1} | x_t, x0 = x0_hat) (the posterior of the tutorial seed)."""
+    return sample_ddim(denoise, x, sigmas, eta=1.0, noise=noise, callback=callback, progress=progress)
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "ddim": sample_ddim, "ddpm": sample_ddpm}
+
+
+def steps_for_nfe(sampler: str, nfe: int) -> int:
+    """Number of steps that spends ``nfe`` network evaluations (Heun: 2N - 1)."""
+    return (nfe + 1) // 2 if sampler == "heun" else nfe
+
+
+class PerSampleNoise:
+    """Noise drawn from one generator per sample, so sample i depends only on its own seed (not on the batch)."""
+
+    def __init__(self, seeds):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, like: torch.Tensor) -> torch.Tensor:
+        draws = [torch.randn(like.shape[1:], generator=g) for g in self.generators]
+        return torch.stack(draws).to(device=like.device, dtype=like.dtype)

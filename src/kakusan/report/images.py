@@ -1,0 +1,59 @@
+"""Images in [-1, 1] to PNG files (grids and individual images), written atomically."""
+from __future__ import annotations
+
+import io as _io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..utils.io import _atomic_replace
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    arr = to_uint8(images)
+    n, h, w, c = arr.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    grid = np.full((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = arr[i]
+    return grid
+
+
+def _pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+def _write_png(img: Image.Image, path: Path) -> None:
+    buf = _io.BytesIO()
+    img.save(buf, format="PNG")
+    _atomic_replace(Path(path), lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
+    """A grid of images (``nrow`` per row), upscaled ``scale``x with nearest neighbours so small images stay crisp."""
+    img = _pil(grid_array(images, nrow))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    _write_png(img, Path(path))
+    return Path(path)
+
+
+def save_pngs(images: torch.Tensor, folder: str | Path, names: list[str]) -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for arr, name in zip(to_uint8(images), names):
+        _write_png(_pil(arr), folder / f"{name}.png")
+        paths.append(folder / f"{name}.png")
+    return paths

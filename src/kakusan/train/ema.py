@@ -1,0 +1,54 @@
+"""Several EMAs of the weights at once, with the power-function profile of Karras et al. 2024 (EDM2, Sec. 3.1).
+
+An EMA length is given as the relative standard deviation sigma_rel of its averaging profile (EDM2 eq. 3):
+    sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)),
+and after t images the update is  theta_ema <- beta theta_ema + (1 - beta) theta,  beta = (1 - dt / t)^(gamma + 1)
+(EDM2 eq. 2 with per-batch steps of dt images). Keeping several lengths lets guidance choose the EMA after training.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def std_to_gamma(sigma_rel: float) -> float:
+    """Solve EDM2 eq. 3 for gamma: sigma^2 g^3 + 7 sigma^2 g^2 + (16 sigma^2 - 1) g + (12 sigma^2 - 1) = 0."""
+    s2 = sigma_rel**2
+    roots = np.roots([s2, 7 * s2, 16 * s2 - 1, 12 * s2 - 1])
+    real = roots[np.isclose(roots.imag, 0)].real
+    gamma = float(real.max())
+    if gamma <= 0:
+        raise ValueError(f"EMA length sigma_rel={sigma_rel} is too long (must be < {np.sqrt(1 / 12):.3f}... and > 0)")
+    return gamma
+
+
+class PowerEMA:
+    """One EMA copy of the parameters per sigma_rel; buffers (if any) are copied, not averaged."""
+
+    def __init__(self, model: nn.Module, stds=(0.05, 0.10)):
+        self.stds = sorted(float(s) for s in stds)
+        self.gammas = {s: std_to_gamma(s) for s in self.stds}
+        self.weights = {s: {k: v.detach().clone() for k, v in model.state_dict().items()} for s in self.stds}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, images_seen: int, batch_images: int) -> None:
+        current = model.state_dict()
+        for s, w in self.weights.items():
+            b = (1 - batch_images / images_seen) ** (self.gammas[s] + 1)
+            for k, v in current.items():
+                if v.is_floating_point():
+                    w[k].lerp_(v.detach(), 1 - b)
+                else:
+                    w[k].copy_(v)
+
+    def state(self) -> dict[float, dict[str, torch.Tensor]]:
+        return self.weights
+
+    def load(self, weights: dict[float, dict[str, torch.Tensor]]) -> None:
+        missing = set(self.stds) - set(weights)
+        if missing:
+            raise ValueError(f"checkpoint lacks EMA lengths {sorted(missing)}")
+        for s in self.stds:
+            for k, v in self.weights[s].items():
+                v.copy_(weights[s][k])

@@ -27,7 +27,8 @@ CASES = {
 def run(data: GaussianMixture, case: str) -> torch.Tensor:
     sampler, make_sigmas, kwargs = CASES[case]
     sigmas = make_sigmas()
-    noise = PerSampleNoise(range(N))
+    g = torch.Generator().manual_seed(0)
+    noise = lambda like: torch.randn(like.shape, generator=g, dtype=like.dtype)  # noqa: E731
     x = float(sigmas[0]) * noise(torch.empty(N, 2, dtype=torch.float64))
     return sampler(data.denoise, x, sigmas, noise=noise, **kwargs)
 

@@ -5,5 +5,5 @@ The one idea everything shares is a *denoiser* ``D(x, sigma, cond) -> x0_hat`` (
 __version__ = "0.1.0"
 
 
-class KakusanError(Exception):
+class KakusanError(ValueError):
     """An error caused by the user's input (bad data, bad path, bad option): reported without a traceback."""

@@ -56,7 +56,7 @@ def train(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network [off]."),
     seed: Optional[int] = typer.Option(None, help="Seed for init, data order and noise [0]."),
     checkpoint_kimg: Optional[float] = typer.Option(None, help="Save the resumable checkpoint every N kimg [5]."),
-    sample_kimg: Optional[float] = typer.Option(None, help="Write a sample grid every N kimg [5]."),
+    sample_kimg: Optional[float] = typer.Option(None, help="Write a sample grid every N kimg [10]."),
     snapshot_kimg: Optional[str] = typer.Option(None, help="Keep model snapshots at these kimg, e.g. 3.1,50."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

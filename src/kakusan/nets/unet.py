@@ -16,6 +16,8 @@ import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
+from .. import KakusanError
+
 # name -> (block_out_channels, layers_per_block); attention sits at the lowest resolution.
 PRESETS: dict[str, tuple[tuple[int, ...], int]] = {
     "xs": ((16, 32, 32), 1),
@@ -39,17 +41,17 @@ class NetConfig:
 
     def __post_init__(self):
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+            raise KakusanError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.cond_type not in ("none", "class", "tokens"):
-            raise ValueError(f"unknown conditioning {self.cond_type!r}; choose none, class or tokens")
+            raise KakusanError(f"unknown conditioning {self.cond_type!r}; choose none, class or tokens")
         if self.cond_type == "class" and self.num_classes < 1:
-            raise ValueError("class conditioning needs a data set with labels (num_classes >= 1)")
+            raise KakusanError("class conditioning needs a data set with labels (num_classes >= 1)")
         channels, layers = PRESETS[self.preset]
         self.block_out_channels = tuple(self.block_out_channels or channels)
         self.layers_per_block = self.layers_per_block or layers
         levels = len(self.block_out_channels)
         if self.image_size % 2 ** (levels - 1):
-            raise ValueError(f"image_size must be divisible by {2 ** (levels - 1)} for preset {self.preset!r}")
+            raise KakusanError(f"image_size must be divisible by {2 ** (levels - 1)} for preset {self.preset!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_loss(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
     """Training loss (and its running mean) against thousands of images seen."""
+    if not Path(metrics_jsonl).is_file():
+        return None
     rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "loss" in r]
     if not rows:

@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .. import KakusanError
+from ..nets import PRESETS
 
 
 @dataclass
@@ -36,7 +37,7 @@ class TrainConfig:
     # bookkeeping
     seed: int = 0
     checkpoint_kimg: float = 5.0
-    sample_kimg: float = 5.0
+    sample_kimg: float = 10.0
     log_kimg: float = 0.5
     snapshot_kimg: list[float] = field(default_factory=list)
     sample_grid: int = 64  # images in each periodic grid
@@ -48,6 +49,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (0 <= self.label_dropout < 1, "label dropout must be in [0, 1)"),
             (self.process in ("edm", "ddpm"), f"unknown process {self.process!r}: choose edm or ddpm"),
+            (self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}"),
             (self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16"),
             (self.cond in ("auto", "none", "class", "tokens"), "cond must be auto, none, class or tokens"),
             (all(0 < s < 0.28 for s in self.ema_stds), "EMA lengths (sigma_rel) must be in (0, 0.28)"),

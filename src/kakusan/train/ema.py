@@ -34,12 +34,12 @@ class PowerEMA:
     @torch.no_grad()
     def update(self, model: nn.Module, images_seen: int, batch_images: int) -> None:
         current = model.state_dict()
+        floats = [k for k, v in current.items() if v.is_floating_point()]
         for s, w in self.weights.items():
             b = (1 - batch_images / images_seen) ** (self.gammas[s] + 1)
+            torch._foreach_lerp_([w[k] for k in floats], [current[k].detach() for k in floats], 1 - b)
             for k, v in current.items():
-                if v.is_floating_point():
-                    w[k].lerp_(v.detach(), 1 - b)
-                else:
+                if not v.is_floating_point():
                     w[k].copy_(v)
 
     def state(self) -> dict[float, dict[str, torch.Tensor]]:

@@ -102,6 +102,7 @@ class Trainer:
         # Mixed precision is our own autocast (below), so one process can hold trainers of different precisions.
         self.accel = Accelerator()
         self.data = load_dataset(config.data, config.image_size, config.channels)
+        torch.manual_seed(config.seed)  # the initial weights
         self.model = build_model(config, self.data).to(self.accel.device)
         if config.channels_last:
             self.model.net.to(memory_format=torch.channels_last)

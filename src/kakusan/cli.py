@@ -24,10 +24,10 @@ def _floats(text: str | None) -> list[float] | None:
 
 
 def _run(fn):
-    """Run ``fn``; user errors print one clear line and exit with code 2."""
+    """Run ``fn``; user errors (bad paths, options, data) print one clear line and exit with code 2."""
     try:
         return fn()
-    except KakusanError as e:
+    except (KakusanError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
 

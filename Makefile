@@ -1,0 +1,33 @@
+# kakusan — set-up, demo and tests. Override e.g. `make demo TORCH_SPEC="torch==2.13.0"` or PYTHON=python3.11.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+DEMO := out/demo
+
+.PHONY: setup demo test bench clean-demo
+
+$(BIN)/kakusan: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned, so that no dependency pulls a multi-GB CUDA build
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/kakusan
+
+# Train a small class-conditional MNIST model for a few minutes, then draw a sample grid (Heun, 35 NFE).
+demo: setup
+	@if [ -f $(DEMO)/run/checkpoint/train_state.json ]; then \
+		echo "reusing $(DEMO)/run"; \
+	else \
+		$(BIN)/kakusan train --data mnist --preset xs --kimg 12 --sample-kimg 12 --out $(DEMO)/run; \
+	fi
+	$(BIN)/kakusan sample $(DEMO)/run --out $(DEMO)/samples-$$(date +%Y%m%d-%H%M%S) --n 100 --nfe 35
+	@echo "sample grid: $$(ls -d $(DEMO)/samples-* | tail -n 1)/grid.png"
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/throughput.py

@@ -105,14 +105,25 @@ def sample(
     label: Optional[str] = typer.Option(None, help="Class(es) to draw, comma-separated; default: cycle all classes."),
     ema: str = typer.Option("auto", help="EMA length to load (e.g. 0.1), 'raw' or 'auto' (longest)."),
     batch_size: int = typer.Option(64, help="Images per batch."),
+    guide: Optional[str] = typer.Option(None, help="Guide model (autoguidance) or 'uncond' (classifier-free)."),
+    guidance: float = typer.Option(1.0, help="Guidance weight w (1 = no guidance)."),
+    interval: Optional[str] = typer.Option(None, help="Guidance interval in sigma: LO,HI (guide only in (LO, HI])."),
+    guide_ema: str = typer.Option("auto", help="EMA length of the guide model."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds)."""
     from .pipeline import sample_to_folder
 
-    _run(lambda: typer.echo(json.dumps(sample_to_folder(
-        model, out, n=n, sampler=sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn, seed=seed,
-        labels=label, ema=ema, batch_size=batch_size, progress=progress))))
+    def go():
+        lo_hi = _floats(interval)
+        if lo_hi is not None and len(lo_hi) != 2:
+            raise KakusanError(f"--interval takes LO,HI (got {interval!r})")
+        typer.echo(json.dumps(sample_to_folder(
+            model, out, n=n, sampler=sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn,
+            seed=seed, labels=label, ema=ema, batch_size=batch_size, progress=progress, guide=guide,
+            guidance=guidance, interval=tuple(lo_hi) if lo_hi else None, guide_ema=guide_ema)))
+
+    _run(go)
 
 
 @app.command()
@@ -121,6 +132,75 @@ def info(model: str = typer.Argument(..., help="Model folder, run folder or ship
     from .pipeline import describe
 
     _run(lambda: typer.echo(json.dumps(describe(model), indent=2)))
+
+
+@app.command()
+def report(
+    model: str = typer.Argument("mnist-s", help="Model folder or shipped model name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),
+    n: int = typer.Option(200, help="Number of samples (classes cycle)."),
+    nfe: int = typer.Option(35, help="Heun network evaluations."),
+    seed: int = typer.Option(0),
+    ema: str = typer.Option("auto", help="EMA length, 'raw' or 'auto'."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Sample a class-conditional grid and write a one-page HTML report with metrics beside the real-vs-real floor."""
+    from .pipeline import sample_report
+
+    def go():
+        r = sample_report(model, out, n=n, nfe=nfe, seed=seed, ema=ema, progress=progress)
+        typer.echo(f"grid: {r['grid']}\nreport: {r['report']}")
+        typer.echo(json.dumps({k: v for k, v in r.items() if k != "metrics"} | {"metrics": r["metrics"]}))
+
+    _run(go)
+
+
+@app.command("eval")
+def eval_(
+    samples: Path = typer.Argument(..., help="Samples: a .npz (images [, labels]), a `kakusan sample` folder, or PNGs."),
+    ref: str = typer.Option("mnist", help="Reference: mnist | digits | an image folder or .npz of real images."),
+    n: Optional[int] = typer.Option(None, help="Number of samples to score [all; at most half the reference]."),
+    feature_net: str = typer.Option("mnist", help="mnist (shipped evaluation net) | inception (needs --weights)."),
+    weights: Optional[Path] = typer.Option(None, help="Weights of the feature net (folder for mnist, file for inception)."),
+    seed: int = typer.Option(0, help="Seed of the real-set split and KID subsets."),
+):
+    """Score samples: FD, KID, precision/recall, class accuracy — next to the real-vs-real floor at the same n."""
+    from .pipeline import evaluate_samples
+
+    def go():
+        r = evaluate_samples(samples, ref, n=n, feature_net=feature_net, weights=weights, seed=seed)
+        f = r["floor"]
+        typer.echo(f"{r['n']} samples vs {r['ref']} ({r['feature_net']} features)")
+        typer.echo(f"{'':12}{'samples':>10}{'floor':>10}")
+        for key in ("fd", "kid", "precision", "recall"):
+            typer.echo(f"{key:12}{r[key]:10.4f}{f[key]:10.4f}")
+        if "class_acc" in r:
+            typer.echo(f"{'class_acc':12}{r['class_acc']:10.4f}")
+        typer.echo(json.dumps(r))
+
+    _run(go)
+
+
+metrics_app = typer.Typer(help="The evaluation network and its training.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("train-featurenet")
+def train_featurenet(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for featurenet.safetensors and card.json."),
+    seed: int = typer.Option(0, help="Seed of the split, the initial weights and the augmentation."),
+    epochs: int = typer.Option(30, help="Passes over the 4,000 training images."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train the MNIST evaluation network on a fixed 4,000 / 1,000 split; prints its held-out accuracy."""
+    from .metrics import train_featurenet as train
+
+    def go():
+        if (out / "featurenet.safetensors").exists():
+            raise KakusanError(f"{out} already holds an evaluation network; choose another --out")
+        typer.echo(json.dumps(train(out, seed=seed, epochs=epochs, progress=progress)))
+
+    _run(go)
 
 
 def main():  # pragma: no cover

@@ -53,6 +53,29 @@ def condition(model: Denoiser, labels: torch.Tensor | None) -> torch.Tensor | No
     return tokens_for_labels(labels) if model.net_config.cond_type == "tokens" else labels
 
 
+def guided_denoiser(main: Denoiser, guide, w: float, interval=None, guide_ema="auto"):
+    """The ``make_denoise`` hook for :func:`generate`: None without guidance; CFG for ``guide='uncond'``;
+    autoguidance (or any guide model) otherwise. The guide must share the main model's data and conditioning."""
+    from .guidance import make_guided
+
+    if guide is None:
+        if w != 1:
+            raise KakusanError("--guidance needs --guide (a guide model, or 'uncond' for classifier-free guidance)")
+        return None
+    if interval is not None and not (0 <= interval[0] < interval[1]):
+        raise KakusanError(f"guidance interval must be LO,HI with 0 <= LO < HI (got {interval})")
+    if str(guide) == "uncond":
+        if main.net_config.cond_type == "none":
+            raise KakusanError("classifier-free guidance needs a conditional model")
+        return make_guided(main, None, w, interval, null_cond=main.null_cond)
+    g = Denoiser.from_pretrained(model_folder(guide), ema=guide_ema)
+    mc, gc = main.net_config, g.net_config
+    if (mc.cond_type, mc.image_size, mc.channels, mc.num_classes) != (gc.cond_type, gc.image_size, gc.channels,
+                                                                      gc.num_classes):
+        raise KakusanError(f"guide {guide} does not match the main model (conditioning, image size, channels, classes)")
+    return make_guided(main, g, w, interval)
+
+
 def _empty_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KakusanError(f"output {out} already exists and is not empty; choose another --out (nothing was touched)")
@@ -60,7 +83,11 @@ def _empty_out(out: Path) -> None:
 
 def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler: str = "heun", steps: int | None = None,
                      nfe: int = 35, schedule: str = "auto", eta: float = 0.0, churn: float = 0.0, seed: int = 0,
-                     labels=None, ema="auto", batch_size: int = 64, progress: bool = True) -> dict:
+                     labels=None, ema="auto", batch_size: int = 64, progress: bool = True,
+                     guide: str | Path | None = None, guidance: float = 1.0, interval: tuple[float, float] | None = None,
+                     guide_ema="auto") -> dict:
+    """Sample ``model`` (optionally guided by ``guide``: a model, or ``'uncond'`` for classifier-free guidance)
+    into ``out``: grid.png, images/NNNNNN.png and samples.npz."""
     out = Path(out)
     _empty_out(out)
     if sampler not in SAMPLERS:
@@ -73,8 +100,9 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     seeds = list(range(seed, seed + n))
     kwargs = {"eta": eta} if sampler == "ddim" else {"churn": churn} if sampler in ("euler", "heun") else {}
     t0 = time.time()
+    make_denoise = guided_denoiser(den, guide, guidance, interval, guide_ema)
     images = generate(den, seeds, cond=condition(den, y), sampler=sampler, steps=steps, schedule=schedule,
-                      batch_size=batch_size, progress=progress, **kwargs)
+                      batch_size=batch_size, progress=progress, make_denoise=make_denoise, **kwargs)
     seconds = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     names = [f"{s:06d}" for s in seeds]
@@ -86,6 +114,7 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
         arrays["labels"] = y.numpy()
     np.savez_compressed(out / "samples.npz", **arrays)
     return {"out": str(out), "grid": str(out / "grid.png"), "n": n, "sampler": sampler, "steps": steps,
+            "guide": str(guide) if guide else None, "guidance": guidance, "interval": interval,
             "nfe": 2 * steps - 1 if sampler == "heun" else steps, "weights": den.info.get("weights"),
             "seconds": round(seconds, 2), "img_s": round(n / seconds, 2)}
 
@@ -95,7 +124,7 @@ def describe(model: str | Path) -> dict:
     if not (folder / "config.json").exists():
         raise KakusanError(f"{model} is not a kakusan model or run folder")
     config = io.read_json(folder / "config.json")
-    weights = io.load_tensors(folder / "model.safetensors")
+    weights = io.load_tensors(next(folder.glob("*.safetensors")))
     train_cfg = config.get("train_config", {})
     state = folder / "train_state.json"
     return {
@@ -112,3 +141,65 @@ def describe(model: str | Path) -> dict:
         "resumable": state.exists(),
         "train_config": train_cfg,
     }
+
+
+def evaluate_samples(samples: str | Path, ref: str = "mnist", *, n: int | None = None, feature_net: str = "mnist",
+                     weights: str | Path | None = None, seed: int = 0) -> dict:
+    """FD, KID, precision/recall (and class accuracy when the samples carry labels) against ``ref`` (a built-in data
+    set or an image folder / .npz), with the real-vs-real floor at the same sample count."""
+    from .data import load_dataset, load_image_set
+    from .metrics import evaluate, load_featurenet
+    from .metrics.inception import InceptionFeatures
+
+    if feature_net == "mnist":
+        net, channels = load_featurenet(weights), 1
+    elif feature_net == "inception":
+        net, channels = InceptionFeatures(weights), 3
+    else:
+        raise KakusanError(f"unknown feature net {feature_net!r}: choose mnist or inception")
+    images, labels = load_image_set(samples, channels)
+    if ref in ("mnist", "digits"):
+        real = load_dataset(ref, image_size=images.shape[-1], channels=channels).images
+    else:
+        real, _ = load_image_set(ref, channels)
+    result = evaluate(net, images, real, labels, n=n, seed=seed)
+    return {"samples": str(samples), "ref": str(ref), "feature_net": feature_net, **result}
+
+
+def sample_report(model: str | Path, out: str | Path, *, n: int = 200, nfe: int = 35, seed: int = 0,
+                  ema="auto", progress: bool = True) -> dict:
+    """Sample ``n`` class-cycled images, score them with the shipped evaluation network, write report.html."""
+    from .report import write_report
+
+    out = Path(out)
+    sampled = sample_to_folder(model, out, n=n, nfe=nfe, seed=seed, ema=ema, progress=progress)
+    metrics = evaluate_samples(out / "samples.npz", "mnist", n=n, seed=seed)
+    details = {"model": str(model), "weights": sampled["weights"], "sampler": f"heun, {sampled['nfe']} NFE",
+               "samples": n, "sampling seconds": sampled["seconds"], "seeds": f"{seed}..{seed + n - 1}"}
+    report = write_report(out / "report.html", f"kakusan — samples of {Path(str(model)).name}", out / "grid.png",
+                          metrics, details)
+    return {**sampled, "report": str(report), "metrics": metrics}
+
+
+def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None = None, card: dict | None = None) -> Path:
+    """Copy a model's config and chosen EMA weights (not the raw weights or optimizer) into a compact, shippable
+    folder, with ``card.json`` describing how it was made."""
+    import shutil
+
+    from .diffusion.denoiser import CONFIG_FILE, ema_file
+
+    src, dst = model_folder(src), Path(dst)
+    config = io.read_json(src / CONFIG_FILE)
+    stored = config.get("ema_stds", [])
+    emas = stored if emas is None else emas
+    missing = [e for e in emas if not any(abs(e - s) < 1e-9 for s in stored)]
+    if missing or not emas:
+        raise KakusanError(f"{src} has EMA lengths {stored}; cannot export {missing or 'none'}")
+    staging = io.staging_folder(dst)
+    for e in emas:
+        shutil.copyfile(src / ema_file(e), staging / ema_file(e))
+    io.write_json({**config, "ema_stds": sorted(emas)}, staging / CONFIG_FILE)
+    io.write_json({**(card or {}), "images_seen": config.get("images_seen"), "ema_stds": sorted(emas)},
+                  staging / "card.json")
+    io.swap_folder(staging, dst)
+    return dst

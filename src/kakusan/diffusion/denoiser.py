@@ -91,6 +91,8 @@ class Denoiser(nn.Module):
             if not matches:
                 raise KakusanError(f"{folder} has no EMA of length {ema}; stored: {stds or 'none'}")
             path = folder / ema_file(matches[0])
+        if not path.is_file():
+            raise KakusanError(f"{folder} has no {path.name} (stored EMA lengths: {stds or 'none'})")
         model.net.load_state_dict(io.load_tensors(path))
         model.info["weights"] = path.name
         return model.to(device).eval()

@@ -1,0 +1,4 @@
+"""Guidance: classifier-free guidance, autoguidance and the guidance interval, as one guided denoiser."""
+from .guided import guide_denoisers, in_interval, make_guided
+
+__all__ = ["guide_denoisers", "in_interval", "make_guided"]

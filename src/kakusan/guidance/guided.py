@@ -1,0 +1,49 @@
+"""One guidance mechanism in denoiser (x0) space.
+
+    D_w(x; sigma, c) = D_guide(x; sigma, c_g) + w (D_main(x; sigma, c) - D_guide(x; sigma, c_g))
+
+Since the score is (D - x) / sigma^2, this is the score of p_guide (p_main / p_guide)^w (Karras et al. 2024, eq. 1).
+* classifier-free guidance (Ho & Salimans 2022): the guide is the main model with the null condition, c_g = null;
+* autoguidance (Karras et al. 2024): the guide is a smaller and/or shorter-trained model with the same condition;
+* guidance interval (Kynkäänniemi et al. 2024): guidance only for sigma in (sigma_lo, sigma_hi], plain D_main elsewhere.
+Every network evaluation of every sampler goes through :func:`make_guided`'s denoiser.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def guide_denoisers(d_main: torch.Tensor, d_guide: torch.Tensor, w: float) -> torch.Tensor:
+    """D_w = D_guide + w (D_main - D_guide)."""
+    return d_guide + w * (d_main - d_guide)
+
+
+def in_interval(sigma: float, interval: tuple[float, float] | None) -> bool:
+    """Is sigma in the half-open guidance interval (lo, hi]? No interval: always."""
+    return interval is None or interval[0] < sigma <= interval[1]
+
+
+def make_guided(main: Callable, guide: Callable | None, w: float, interval: tuple[float, float] | None = None,
+                null_cond: Callable[[int, torch.device], torch.Tensor | None] | None = None) -> Callable:
+    """``make(cond) -> denoise(x, sigma)`` for :func:`kakusan.diffusion.generate`'s ``make_denoise`` hook.
+
+    ``guide=None`` means classifier-free guidance with ``main`` itself under ``null_cond`` (both halves are then
+    evaluated in one batched call); otherwise the guide is called with the same condition as the main model."""
+    if guide is None and null_cond is None:
+        raise ValueError("classifier-free guidance needs null_cond (the model's 'no condition')")
+
+    def make(cond):
+        def denoise(x, sigma):
+            if w == 1 or not in_interval(float(sigma), interval):
+                return main(x, sigma, cond)
+            if guide is None:  # CFG: one call on [x; x] with [c; null]
+                null = null_cond(x.shape[0], x.device)
+                both = main(torch.cat([x, x]), sigma, torch.cat([cond, null]) if cond is not None else None)
+                d_main, d_guide = both.chunk(2)
+            else:
+                d_main, d_guide = main(x, sigma, cond), guide(x, sigma, cond)
+            return guide_denoisers(d_main, d_guide, w)
+        return denoise
+    return make

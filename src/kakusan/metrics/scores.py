@@ -1,0 +1,116 @@
+"""Sample-quality scores on evaluation-network features, always reported beside the real-vs-real floor.
+
+* Fréchet distance (Heusel et al. 2017) and KID (Bińkowski et al. 2018): torchmetrics, fed precomputed features.
+* Improved precision / recall (Kynkäänniemi et al. 2019, Sec. 3): a sample is inside a set's manifold if it lies
+  within the distance to the k-th nearest neighbour (k = 3) of some member of the set; precision = share of generated
+  samples inside the real manifold, recall = share of real samples inside the generated manifold.
+* Class accuracy: the evaluation network's prediction against the label the sample was drawn for.
+
+Small-sample FD is biased upwards, so :func:`evaluate` also scores two *disjoint* real sets of the same size against
+the same reference (the floor): a model is only as good as its distance to that floor.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from .. import KakusanError
+
+
+class _Precomputed(nn.Module):
+    """Lets torchmetrics take feature vectors directly (features are extracted once and reused)."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x):
+        return x
+
+
+@torch.no_grad()
+def extract(net: nn.Module, images: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(features, logits) of ``images`` (N, C, H, W) in [-1, 1]; logits None if the net has no classifier head."""
+    net.eval()
+    feats, logits = [], []
+    for i in range(0, len(images), batch):
+        f = net.features(images[i:i + batch].float())
+        feats.append(f)
+        if hasattr(net, "head"):
+            logits.append(net.head(f))
+    return torch.cat(feats), (torch.cat(logits) if logits else None)
+
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    fid = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
+    fid.update(real.double(), real=True)
+    fid.update(fake.double(), real=False)
+    return float(fid.compute())
+
+
+def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, seed: int = 0) -> tuple[float, float]:
+    """KID mean and std over random subsets of half the smaller set (polynomial kernel of degree 3)."""
+    size = max(2, min(len(real), len(fake)) // 2)
+    kid = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+    kid.update(real.double(), real=True)
+    kid.update(fake.double(), real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mean, std = kid.compute()
+    return float(mean), float(std)
+
+
+def _inside(queries: torch.Tensor, support: torch.Tensor, k: int, chunk: int = 1000) -> torch.Tensor:
+    """Boolean (Q,): is each query within some support point's k-NN radius (Kynkäänniemi et al. eq. 1-2)?"""
+    d_ss = torch.cdist(support, support)
+    radii = d_ss.kthvalue(k + 1, dim=1).values  # k+1: the point itself is its own nearest neighbour
+    out = []
+    for i in range(0, len(queries), chunk):
+        out.append((torch.cdist(queries[i:i + chunk], support) <= radii[None]).any(1))
+    return torch.cat(out)
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    real, fake = real.double(), fake.double()
+    return float(_inside(fake, real, k).double().mean()), float(_inside(real, fake, k).double().mean())
+
+
+def scores(ref: torch.Tensor, other: torch.Tensor) -> dict:
+    kid, kid_std = kernel_distance(ref, other)
+    precision, recall = precision_recall(ref, other)
+    return {"fd": frechet_distance(ref, other), "kid": kid, "kid_std": kid_std, "precision": precision,
+            "recall": recall}
+
+
+def disjoint_halves(n_real: int, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint random index sets of size n from range(n_real): the floor's two real sets."""
+    perm = torch.randperm(n_real, generator=torch.Generator().manual_seed(seed))
+    return perm[:n], perm[n:2 * n]
+
+
+def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None = None,
+             n: int | None = None, seed: int = 0) -> dict:
+    """Score ``samples`` against ``real`` images with the real-vs-real floor at the same sample count.
+
+    The real images are split at random into two disjoint sets A and B of n images each (n = number of samples, or
+    ``n``); the score compares the samples with B, the floor compares A with B."""
+    n = min(n or len(samples), len(samples))
+    if len(real) < 2 * n:
+        raise KakusanError(f"the floor needs 2 x {n} real images but the reference has {len(real)}; "
+                           f"evaluate at most {len(real) // 2} samples (--n)")
+    if n < 10:
+        raise KakusanError(f"at least 10 samples are needed (got {n})")
+    if samples.shape[1:] != real.shape[1:]:
+        raise KakusanError(f"samples are {tuple(samples.shape[1:])} but reference images are {tuple(real.shape[1:])}")
+    a, b = disjoint_halves(len(real), n, seed)
+    real_a, real_b = real[a], real[b]
+    f_fake, logits = extract(net, samples[:n])
+    f_a, _ = extract(net, real_a)
+    f_b, _ = extract(net, real_b)
+    result = {"n": n, **scores(f_b, f_fake), "floor": scores(f_b, f_a)}
+    result["fd_over_floor"] = result["fd"] / max(result["floor"]["fd"], 1e-12)
+    if labels is not None and logits is not None:
+        result["class_acc"] = float((logits.argmax(1) == labels[:n].to(logits.device)).float().mean())
+    return result

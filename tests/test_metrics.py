@@ -1,0 +1,79 @@
+"""Quality metrics: zero on identical sets, monotone in added noise, a floor on disjoint real halves."""
+import numpy as np
+import pytest
+import torch
+
+from kakusan.data import load_dataset
+from kakusan.metrics import evaluate, load_featurenet, precision_recall
+from kakusan.metrics.scores import disjoint_halves, extract, frechet_distance, kernel_distance
+
+
+@pytest.fixture(scope="module")
+def net():
+    return load_featurenet()
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset("mnist")
+
+
+def test_identical_sets_score_zero(net, mnist):
+    f, _ = extract(net, mnist.images[:500])
+    assert abs(frechet_distance(f, f)) < 1e-6
+    assert abs(kernel_distance(f, f)[0]) < 1e-3
+    assert precision_recall(f, f) == (1.0, 1.0)
+
+
+def test_fd_and_kid_grow_monotonically_with_noise(net, mnist):
+    g = torch.Generator().manual_seed(0)
+    ref, _ = extract(net, mnist.images[:500])
+    base = mnist.images[500:1000]
+    fds, kids = [], []
+    for s in [0.0, 0.1, 0.2, 0.4, 0.8]:
+        noisy = (base + s * torch.randn(base.shape, generator=g)).clamp(-1, 1)
+        f, _ = extract(net, noisy)
+        fds.append(frechet_distance(ref, f))
+        kids.append(kernel_distance(ref, f)[0])
+    assert all(a < b for a, b in zip(fds, fds[1:])), fds
+    assert all(a < b for a, b in zip(kids, kids[1:])), kids
+
+
+def test_precision_recall_see_missing_and_spurious_modes():
+    g = torch.Generator().manual_seed(0)
+    real = torch.cat([torch.randn(300, 4, generator=g), torch.randn(300, 4, generator=g) + 10])
+    one_mode = torch.randn(300, 4, generator=g)  # covers half of the real data
+    p, r = precision_recall(real, one_mode)
+    assert p > 0.9 and 0.3 < r < 0.6
+    far = torch.randn(300, 4, generator=g) + 100  # nothing real-looking
+    assert precision_recall(real, far)[0] == 0.0
+
+
+def test_floor_uses_disjoint_real_halves():
+    a, b = disjoint_halves(5000, 1000, seed=3)
+    assert len(a) == len(b) == 1000 and not set(a.tolist()) & set(b.tolist())
+
+
+def test_evaluate_reports_floor_and_class_accuracy(net, mnist):
+    idx = torch.arange(4000, 4300)
+    r = evaluate(net, mnist.images[idx], mnist.images[:4000], mnist.labels[idx])
+    assert r["n"] == 300 and r["class_acc"] > 0.95
+    assert r["floor"]["fd"] > 0 and r["fd"] < 3 * r["floor"]["fd"]  # real images score like the floor
+    wrong = evaluate(net, mnist.images[idx], mnist.images[:4000], (mnist.labels[idx] + 1) % 10)
+    assert wrong["class_acc"] < 0.05
+
+
+def test_eval_cli_on_npz_and_errors(tmp_path, mnist):
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+    np.savez(tmp_path / "s.npz", images=mnist.images[:100].numpy(), labels=mnist.labels[:100].numpy())
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--ref", "mnist"])
+    assert r.exit_code == 0, r.output
+    assert "floor" in r.output and "class_acc" in r.output
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "missing.npz")])
+    assert r.exit_code == 2 and "no such file" in r.output
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--n", "3000"])
+    assert r.exit_code == 0  # n is capped at the number of samples
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--feature-net", "inception"])
+    assert r.exit_code == 2 and "--weights" in r.output

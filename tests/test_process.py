@@ -49,7 +49,7 @@ def test_ddpm_weighted_loss_equals_l_simple():
     eps = torch.randn(x0.shape, generator=g)
     eps_theta = torch.randn(x0.shape, generator=g)
     x = x0 + sigma.view(-1, 1, 1, 1) * eps
-    c_skip, c_out, c_in, _ = p.precondition(sigma)
+    c_skip, c_out, c_in, _ = (v.view(-1, 1, 1, 1) for v in p.precondition(sigma))
     D = c_skip * x + c_out * eps_theta
     lhs = p.loss_weight(sigma).view(-1, 1, 1, 1) * (D - x0) ** 2
     assert torch.allclose(lhs, (eps - eps_theta) ** 2, rtol=1e-3, atol=1e-4)

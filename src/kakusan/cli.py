@@ -181,6 +181,75 @@ def eval_(
     _run(go)
 
 
+@app.command()
+def toy(
+    out: Path = typer.Option(Path("out/toy"), "--out", "-o", help="Folder for toy.png, samples_*.npz, metrics.json."),
+    w: str = typer.Option("1.5,2,2.5,3", help="Guidance weights to test."),
+    n: int = typer.Option(16384, help="Samples per method."),
+    seed: int = typer.Option(0),
+    main_iters: int = typer.Option(4096, help="Training iterations of the main model (guides: 1/8)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Reproduce the 2-D fractal-tree toy of the autoguidance paper (Fig. 1): CFG vs autoguidance, exact metrics."""
+    from .guidance.toy import run_toy
+    from .utils import io
+
+    def go():
+        ws = _floats(w)
+        result = run_toy(out, ws=ws, n=n, seed=seed, main_iters=main_iters, guide_iters=max(1, main_iters // 8),
+                         fig_w=ws[-1], progress=progress)
+        io.write_json(result, out / "metrics.json")
+        rows = [("exact", result["exact"]), ("none", result["none"])]
+        rows += [(f"{m} w={r['w']:g}", r) for m in ("cfg", "autoguidance") for r in result[m]]
+        typer.echo(f"{'method':22}{'outliers':>10}{'cover TV':>10}{'missed':>8}")
+        for name, r in rows:
+            typer.echo(f"{name:22}{r['outlier_rate']:10.4f}{r['coverage_tv']:10.4f}{r['branches_missed']:8d}")
+        typer.echo(f"figure: {result['figure']}")
+        typer.echo(json.dumps({k: result[k] for k in ("exact", "none", "cfg", "autoguidance")}))
+
+    _run(go)
+
+
+@app.command("guidance-sweep")
+def guidance_sweep(
+    model: str = typer.Option("mnist-s", help="Main model."),
+    guide: list[str] = typer.Option(["autoguidance=mnist-xs-guide", "cfg=uncond"],
+                                    help="NAME=GUIDE (a model or 'uncond'); repeat for several guides."),
+    w: str = typer.Option("1,1.5,2,2.5,3", help="Guidance weights."),
+    n: int = typer.Option(1000, help="Samples per setting."),
+    nfe: int = typer.Option(35, help="Heun network evaluations."),
+    out: Path = typer.Option(Path("out/guidance-sweep"), "--out", "-o"),
+    ema: str = typer.Option("auto"),
+    guide_ema: str = typer.Option("auto"),
+    interval: Optional[str] = typer.Option(None, help="Guidance interval LO,HI in sigma."),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """FD, precision, recall and class accuracy against w for each guide (CSV + plot, best w marked)."""
+    from .guidance.sweep import guidance_sweep as sweep
+
+    def go():
+        guides = {}
+        for spec in guide:
+            if "=" not in spec:
+                raise KakusanError(f"--guide takes NAME=GUIDE (got {spec!r})")
+            name, g = spec.split("=", 1)
+            guides[name] = g
+        lo_hi = _floats(interval)
+        r = sweep(model, guides, _floats(w), out, n=n, nfe=nfe, seed=seed, ema=ema, guide_ema=guide_ema,
+                  interval=tuple(lo_hi) if lo_hi else None, progress=progress)
+        for name, rows in r["rows"].items():
+            typer.echo(f"{name}: best w = {r['best_w'][name]:g}")
+            for row in rows:
+                typer.echo("  " + "  ".join(f"{k} {row[k]:.4f}" for k in ("w", "fd", "precision", "recall",
+                                                                          "class_acc")))
+        typer.echo(f"csv: {r['csv']}\nplot: {r['plot']}")
+        typer.echo(json.dumps({name: [{k: row[k] for k in ("w", "fd", "precision", "recall", "class_acc")}
+                                      for row in rows] for name, rows in r["rows"].items()}))
+
+    _run(go)
+
+
 metrics_app = typer.Typer(help="The evaluation network and its training.", no_args_is_help=True)
 app.add_typer(metrics_app, name="metrics")
 

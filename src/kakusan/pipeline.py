@@ -12,6 +12,7 @@ from .data import tokens_for_labels
 from .diffusion.denoiser import Denoiser
 from .diffusion.generate import generate
 from .diffusion.samplers import SAMPLERS, steps_for_nfe
+from .guidance import guide_from_spec
 from .report import save_grid, save_pngs
 from .utils import io
 from .zoo import resolve_model
@@ -19,10 +20,7 @@ from .zoo import resolve_model
 
 def model_folder(path: str | Path) -> Path:
     """Accept a model folder, a run folder (uses its checkpoint/) or a shipped model name."""
-    path = resolve_model(path)
-    if not (path / "config.json").exists() and (path / "checkpoint").exists():
-        path = path / "checkpoint"
-    return io.resolve_folder(path)
+    return io.resolve_folder(resolve_model(path))
 
 
 def parse_labels(model: Denoiser, labels: str | list | None, n: int) -> torch.Tensor | None:
@@ -53,29 +51,6 @@ def condition(model: Denoiser, labels: torch.Tensor | None) -> torch.Tensor | No
     return tokens_for_labels(labels) if model.net_config.cond_type == "tokens" else labels
 
 
-def guided_denoiser(main: Denoiser, guide, w: float, interval=None, guide_ema="auto"):
-    """The ``make_denoise`` hook for :func:`generate`: None without guidance; CFG for ``guide='uncond'``;
-    autoguidance (or any guide model) otherwise. The guide must share the main model's data and conditioning."""
-    from .guidance import make_guided
-
-    if guide is None:
-        if w != 1:
-            raise KakusanError("--guidance needs --guide (a guide model, or 'uncond' for classifier-free guidance)")
-        return None
-    if interval is not None and not (0 <= interval[0] < interval[1]):
-        raise KakusanError(f"guidance interval must be LO,HI with 0 <= LO < HI (got {interval})")
-    if str(guide) == "uncond":
-        if main.net_config.cond_type == "none":
-            raise KakusanError("classifier-free guidance needs a conditional model")
-        return make_guided(main, None, w, interval, null_cond=main.null_cond)
-    g = Denoiser.from_pretrained(model_folder(guide), ema=guide_ema)
-    mc, gc = main.net_config, g.net_config
-    if (mc.cond_type, mc.image_size, mc.channels, mc.num_classes) != (gc.cond_type, gc.image_size, gc.channels,
-                                                                      gc.num_classes):
-        raise KakusanError(f"guide {guide} does not match the main model (conditioning, image size, channels, classes)")
-    return make_guided(main, g, w, interval)
-
-
 def _empty_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KakusanError(f"output {out} already exists and is not empty; choose another --out (nothing was touched)")
@@ -100,7 +75,7 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     seeds = list(range(seed, seed + n))
     kwargs = {"eta": eta} if sampler == "ddim" else {"churn": churn} if sampler in ("euler", "heun") else {}
     t0 = time.time()
-    make_denoise = guided_denoiser(den, guide, guidance, interval, guide_ema)
+    make_denoise = guide_from_spec(den, guide, guidance, interval, guide_ema)
     images = generate(den, seeds, cond=condition(den, y), sampler=sampler, steps=steps, schedule=schedule,
                       batch_size=batch_size, progress=progress, make_denoise=make_denoise, **kwargs)
     seconds = time.time() - t0

@@ -14,7 +14,7 @@ from torch import nn
 from .. import KakusanError
 from ..nets import NetConfig, build_net
 from ..utils import io
-from .process import ForwardProcess, process_from_config
+from .process import ForwardProcess, per_sample, process_from_config
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -22,6 +22,16 @@ CONFIG_FILE = "config.json"
 
 def ema_file(std: float) -> str:
     return f"ema-{std:.3f}.safetensors"
+
+
+def preconditioned(process: ForwardProcess, net, x: torch.Tensor, sigma: torch.Tensor, cond=None,
+                   autocast: torch.dtype | None = None) -> torch.Tensor:
+    """D(x; sigma, c) = c_skip x + c_out F(c_in x; c_noise, c) for a per-sample sigma (B,); ``net`` may be wrapped
+    (DDP, compiled) and run under autocast, while the skip connection stays in x's precision."""
+    c_skip, c_out, c_in, c_noise = process.precondition(sigma)
+    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        F = net(per_sample(c_in, x) * x, c_noise, cond)
+    return per_sample(c_skip, x) * x + per_sample(c_out, x) * F.to(x.dtype)
 
 
 class Denoiser(nn.Module):
@@ -44,9 +54,7 @@ class Denoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
-        c_skip, c_out, c_in, c_noise = self.process.precondition(sigma)
-        F = self.net(c_in * x, c_noise, cond)
-        return c_skip * x + c_out * F.float()
+        return preconditioned(self.process, self.net, x, sigma, cond)
 
     # --- persistence -------------------------------------------------------------------------------------------
     def config_dict(self) -> dict:

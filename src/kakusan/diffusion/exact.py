@@ -3,7 +3,8 @@ the 2-D guidance toy.
 
 For p(x0) = sum_k w_k N(mu_k, S_k), the noisy marginal is p_sigma(x) = sum_k w_k N(x; mu_k, S_k + sigma^2 I) and
     E[x0 | x] = sum_k r_k(x) [mu_k + S_k (S_k + sigma^2 I)^-1 (x - mu_k)],   r_k(x) ∝ w_k N(x; mu_k, S_k + sigma^2 I);
-the score is grad log p_sigma(x) = (D(x; sigma) - x) / sigma^2 (Tweedie).
+the score is grad log p_sigma(x) = (D(x; sigma) - x) / sigma^2 (Tweedie). With S_k = U_k diag(l_k) U_k^T the inverse
+is diagonal in each component's eigenbasis, so thousands of components stay cheap.
 """
 from __future__ import annotations
 
@@ -14,46 +15,55 @@ import torch
 
 class GaussianMixture:
     def __init__(self, weights, means, covs):
-        self.weights = torch.as_tensor(weights, dtype=torch.float64)
-        self.weights = self.weights / self.weights.sum()
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        self.weights = w / w.sum()
         self.means = torch.as_tensor(means, dtype=torch.float64)  # (K, d)
         self.covs = torch.as_tensor(covs, dtype=torch.float64)  # (K, d, d)
         self.dim = self.means.shape[1]
+        self.eigvals, self.eigvecs = torch.linalg.eigh(self.covs)  # S_k = U diag(l) U^T
+        self.eigvals = self.eigvals.clamp(min=0)
 
-    def _parts(self, x: torch.Tensor, sigma: torch.Tensor):
-        x = x.double()
-        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1, 1, 1)  # scalar or per-sample
-        eye = torch.eye(self.dim, dtype=torch.float64)
-        cov = self.covs[None] + sigma**2 * eye  # (B or 1, K, d, d)
-        diff = x[:, None, :] - self.means[None]  # (B, K, d)
-        sol = torch.linalg.solve(cov, diff.unsqueeze(-1)).squeeze(-1)  # (S + s^2 I)^-1 (x - mu)
-        logdet = torch.linalg.slogdet(cov)[1]
-        log_r = self.weights.log()[None] - 0.5 * ((diff * sol).sum(-1) + logdet + self.dim * math.log(2 * math.pi))
-        return diff, sol, log_r
+    def _parts(self, x: torch.Tensor, sigma):
+        """(y, l, s2, log_r): x - mu_k in each eigenbasis, eigenvalues, sigma^2 and log(w_k N(x; mu_k, S_k + s^2 I))."""
+        dt = x.dtype if x.is_floating_point() else torch.float64
+        s2 = torch.as_tensor(sigma, dtype=dt).reshape(-1, 1, 1) ** 2  # scalar or per-sample
+        U, l = self.eigvecs.to(dt), self.eigvals.to(dt)
+        y = torch.einsum("kji,bkj->bki", U, x.to(dt)[:, None, :] - self.means.to(dt)[None])  # U^T (x - mu)
+        var = l[None] + s2  # (B or 1, K, d)
+        log_r = (self.weights.to(dt).log()[None] - 0.5 * ((y**2 / var).sum(-1) + var.log().sum(-1)
+                                                         + self.dim * math.log(2 * math.pi)))
+        return y, l, var, log_r
 
     def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
-        """log p_sigma(x)."""
-        return torch.logsumexp(self._parts(x, sigma)[2], dim=1)
+        """log p_sigma(x), shape (B,)."""
+        return torch.logsumexp(self._parts(x, sigma)[3], dim=1)
 
     def responsibilities(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
-        return torch.softmax(self._parts(x, sigma)[2], dim=1)
+        """r_k(x) = posterior probability of component k, shape (B, K)."""
+        return torch.softmax(self._parts(x, sigma)[3], dim=1)
 
     def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        """D(x; sigma) = E[x0 | x], same dtype as x."""
-        diff, sol, log_r = self._parts(x, sigma)
+        """D(x; sigma) = E[x0 | x], in x's dtype."""
+        y, l, var, log_r = self._parts(x, sigma)
         r = torch.softmax(log_r, dim=1)  # (B, K)
-        post_mean = self.means[None] + (self.covs[None] @ sol.unsqueeze(-1)).squeeze(-1)  # (B, K, d)
+        shrunk = torch.einsum("kij,bkj->bki", self.eigvecs.to(y.dtype), l[None] / var * y)  # S (S + s^2 I)^-1 (x - mu)
+        post_mean = self.means.to(y.dtype)[None] + shrunk
         return (r.unsqueeze(-1) * post_mean).sum(1).to(x.dtype)
 
     def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1)
-        return (self.denoise(x, sigma).double() - x.double()) / sigma**2
+        """grad_x log p_sigma(x) = (D - x) / sigma^2."""
+        s = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1)
+        return (self.denoise(x, sigma) - x) / s**2
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, sigma: float = 0.0,
+               components: bool = False):
+        """n draws of x0 (or of x0 + sigma n); with ``components`` also the component index of each draw."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        chol = torch.linalg.cholesky(self.covs)
-        return self.means[k] + (chol[k] @ z.unsqueeze(-1)).squeeze(-1)
+        x = self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], self.eigvals[k].sqrt() * z)
+        if sigma:
+            x = x + sigma * torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (x, k) if components else x
 
     @property
     def mean(self) -> torch.Tensor:
@@ -61,6 +71,5 @@ class GaussianMixture:
 
     @property
     def cov(self) -> torch.Tensor:
-        m = self.mean
-        d = self.means - m
+        d = self.means - self.mean
         return (self.weights[:, None, None] * (self.covs + d[:, :, None] * d[:, None, :])).sum(0)

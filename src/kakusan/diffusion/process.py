@@ -36,7 +36,8 @@ class ForwardProcess:
         raise NotImplementedError
 
     def precondition(self, t: torch.Tensor):
-        """(c_skip, c_out, c_in, c_noise) of D(x; t) = c_skip x + c_out F(c_in x; c_noise) (Karras et al. eq. 7)."""
+        """Per-sample (B,) tensors (c_skip, c_out, c_in, c_noise) of D(x; t) = c_skip x + c_out F(c_in x; c_noise)
+        (Karras et al. eq. 7)."""
         raise NotImplementedError
 
     @property
@@ -51,8 +52,9 @@ class ForwardProcess:
         return {"kind": self.kind, **asdict(self)}
 
 
-def _bcast(v: torch.Tensor) -> torch.Tensor:
-    return v.reshape(-1, 1, 1, 1)
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample (B,) tensor to broadcast against ``like`` (B, ...)."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -69,7 +71,6 @@ class EDMProcess(ForwardProcess):
     sigma_lo: float = 0.002
     sigma_hi: float = 80.0
     kind = "edm"
-    EMBED_SCALE = 250.0
 
     def sample_t(self, batch, generator=None, device=None):
         # ln(sigma) ~ N(P_mean, P_std^2)
@@ -77,7 +78,7 @@ class EDMProcess(ForwardProcess):
         return (self.p_mean + self.p_std * z).exp()
 
     def degrade(self, x0, t, generator=None):
-        return x0 + _bcast(t) * _randn_like(x0, generator)
+        return x0 + per_sample(t, x0) * _randn_like(x0, generator)
 
     def loss_weight(self, t):
         # lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2
@@ -88,10 +89,8 @@ class EDMProcess(ForwardProcess):
         c_skip = sd2 / (t**2 + sd2)
         c_out = t * self.sigma_data / (t**2 + sd2).sqrt()
         c_in = 1 / (t**2 + sd2).sqrt()
-        # c_noise = ln(sigma) / 4, stretched by EMBED_SCALE to the DDPM-like step range the UNet's sinusoidal
-        # time embedding expects (ln(sigma)/4 alone spans only about [-1.6, 1.1]).
-        c_noise = t.log() / 4 * self.EMBED_SCALE
-        return _bcast(c_skip), _bcast(c_out), _bcast(c_in), c_noise
+        c_noise = t.log() / 4
+        return c_skip, c_out, c_in, c_noise
 
     @property
     def sigma_min(self):
@@ -130,7 +129,7 @@ class DDPMProcess(ForwardProcess):
         return self.sigmas.to(device=device, dtype=torch.float32)[idx]
 
     def degrade(self, x0, t, generator=None):
-        return x0 + _bcast(t) * _randn_like(x0, generator)
+        return x0 + per_sample(t, x0) * _randn_like(x0, generator)
 
     def loss_weight(self, t):
         return 1 / t**2
@@ -148,7 +147,7 @@ class DDPMProcess(ForwardProcess):
         c_skip = torch.ones_like(t)
         c_out = -t
         c_in = 1 / (t**2 + 1).sqrt()
-        return _bcast(c_skip), _bcast(c_out), _bcast(c_in), self.sigma_to_index(t)
+        return c_skip, c_out, c_in, self.sigma_to_index(t)
 
     @property
     def sigma_min(self):

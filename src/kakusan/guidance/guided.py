@@ -47,3 +47,27 @@ def make_guided(main: Callable, guide: Callable | None, w: float, interval: tupl
             return guide_denoisers(d_main, d_guide, w)
         return denoise
     return make
+
+
+def guide_from_spec(main, guide, w: float, interval=None, guide_ema="auto"):
+    """The ``make_denoise`` hook for :func:`kakusan.diffusion.generate` from user-level options: None without
+    guidance; classifier-free guidance for ``guide='uncond'``; otherwise ``guide`` is a model folder or shipped name
+    (autoguidance), which must share the main model's conditioning, image size and classes."""
+    from .. import KakusanError
+    from ..diffusion.denoiser import Denoiser
+
+    if guide is None:
+        if w != 1:
+            raise KakusanError("--guidance needs --guide (a guide model, or 'uncond' for classifier-free guidance)")
+        return None
+    if interval is not None and not (0 <= interval[0] < interval[1]):
+        raise KakusanError(f"guidance interval must be LO,HI with 0 <= LO < HI (got {interval})")
+    if str(guide) == "uncond":
+        if main.net_config.cond_type == "none":
+            raise KakusanError("classifier-free guidance needs a conditional model")
+        return make_guided(main, None, w, interval, null_cond=main.null_cond)
+    g = Denoiser.from_pretrained(guide, ema=guide_ema)
+    key = lambda c: (c.cond_type, c.image_size, c.channels, c.num_classes)  # noqa: E731
+    if key(main.net_config) != key(g.net_config):
+        raise KakusanError(f"guide {guide} does not match the main model (conditioning, image size, channels, classes)")
+    return make_guided(main, g.to(next(main.parameters()).device), w, interval)

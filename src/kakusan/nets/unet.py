@@ -38,6 +38,9 @@ class NetConfig:
     token_dim: int = 64
     block_out_channels: tuple[int, ...] | None = None  # None: from the preset (stored so a folder is self-describing)
     layers_per_block: int | None = None
+    # diffusers' sinusoidal time embedding expects DDPM-like step indices (0..1000); EDM's c_noise = ln(sigma)/4 spans
+    # only about [-1.6, 1.1], so it is stretched by this factor (DDPM models, fed step indices, use 1).
+    c_noise_scale: float = 250.0
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -91,7 +94,7 @@ class UNetNet(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        t = c_noise
+        t = c_noise * self.config.c_noise_scale
         if cond is None:
             cond = self.null_cond(x.shape[0], x.device)
         if self.config.cond_type == "tokens":

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from .. import KakusanError
 from ..data import ImageDataset, load_dataset, tokens_for_labels
-from ..diffusion.denoiser import Denoiser
+from ..diffusion.denoiser import Denoiser, preconditioned
 from ..diffusion.generate import generate
-from ..diffusion.process import DDPMProcess, EDMProcess
+from ..diffusion.process import DDPMProcess, EDMProcess, per_sample
 from ..nets import NetConfig
 from ..report import plot_loss, save_grid
 from ..utils import io
@@ -44,7 +44,8 @@ def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
                            "(put the images in one sub-folder per class)")
     net = NetConfig(preset=config.preset, image_size=data.image_size, channels=data.channels, cond_type=cond,
                     num_classes=data.num_classes if cond == "class" else 0,
-                    vocab_size=data.num_classes + 2 if cond == "tokens" else 0)
+                    vocab_size=data.num_classes + 2 if cond == "tokens" else 0,
+                    c_noise_scale=250.0 if config.process == "edm" else 1.0)
     process = EDMProcess() if config.process == "edm" else DDPMProcess(schedule=config.beta_schedule)
     return Denoiser.create(net, process, {"data": data.name, "class_names": data.class_names})
 
@@ -124,11 +125,9 @@ class Trainer:
         process = self.model.process
         sigma = process.sample_t(x0.shape[0], generator, x0.device)
         x = process.degrade(x0, sigma, generator)
-        c_skip, c_out, c_in, c_noise = process.precondition(sigma)
-        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
-            F = self.forward(c_in * x, c_noise, cond)
-        D = c_skip * x + c_out * F.float()
-        return (process.loss_weight(sigma).view(-1, 1, 1, 1) * (D - x0) ** 2).mean()
+        D = preconditioned(process, self.forward, x, sigma, cond,
+                           autocast=torch.bfloat16 if self.config.precision == "bf16" else None)
+        return (per_sample(process.loss_weight(sigma), x) * (D - x0) ** 2).mean()
 
     def train_step(self) -> tuple[float, float]:
         cfg, accel = self.config, self.accel

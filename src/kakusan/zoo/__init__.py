@@ -11,9 +11,11 @@ def available() -> list[str]:
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
-    """A path as given, or the folder of a shipped model when ``name_or_path`` is a zoo name such as ``mnist-s``."""
+    """A model folder from a path (a run folder means its ``checkpoint/``) or a shipped model name (``mnist-s``)."""
     path = Path(name_or_path)
     if path.exists():
+        if not (path / "config.json").exists() and (path / "checkpoint").exists():
+            return path / "checkpoint"
         return path
     if (ZOO_DIR / str(name_or_path)).is_dir():
         return ZOO_DIR / str(name_or_path)

@@ -135,6 +135,24 @@ def info(model: str = typer.Argument(..., help="Model folder, run folder or ship
 
 
 @app.command()
+def export(
+    model: str = typer.Argument(..., help="Model folder, run folder or snapshot."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the compact model (config + EMA weights + card)."),
+    ema: Optional[str] = typer.Option(None, help="EMA lengths to keep, comma-separated [all stored]."),
+    command: Optional[str] = typer.Option(None, help="The command that trained the model, for the card."),
+    note: Optional[str] = typer.Option(None, help="Free text for the card (e.g. measured metrics)."),
+):
+    """Write a compact, shippable copy of a model: config.json, the chosen EMA weights and card.json."""
+    from .pipeline import export_model
+
+    def go():
+        card = {k: v for k, v in {"command": command, "note": note}.items() if v}
+        typer.echo(str(export_model(model, out, emas=_floats(ema), card=card)))
+
+    _run(go)
+
+
+@app.command()
 def report(
     model: str = typer.Argument("mnist-s", help="Model folder or shipped model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),

@@ -164,6 +164,8 @@ def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None =
     from .diffusion.denoiser import CONFIG_FILE, ema_file
 
     src, dst = model_folder(src), Path(dst)
+    if dst.exists():
+        raise KakusanError(f"{dst} already exists; remove it first or choose another --out (nothing was touched)")
     config = io.read_json(src / CONFIG_FILE)
     stored = config.get("ema_stds", [])
     emas = stored if emas is None else emas
@@ -174,7 +176,25 @@ def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None =
     for e in emas:
         shutil.copyfile(src / ema_file(e), staging / ema_file(e))
     io.write_json({**config, "ema_stds": sorted(emas)}, staging / CONFIG_FILE)
-    io.write_json({**(card or {}), "images_seen": config.get("images_seen"), "ema_stds": sorted(emas)},
+    run = next((p for p in (src.parent, src.parent.parent) if (p / "metrics.jsonl").is_file()), None)
+    wall = training_minutes(run / "metrics.jsonl", config.get("images_seen") or 0) if run else None
+    io.write_json({**(card or {}), "images_seen": config.get("images_seen"), "train_minutes": wall,
+                   "seed": config.get("train_config", {}).get("seed"), "ema_stds": sorted(emas)},
                   staging / "card.json")
     io.swap_folder(staging, dst)
     return dst
+
+
+def training_minutes(metrics_jsonl: Path, up_to_images: int) -> float | None:
+    """Wall-clock training time up to ``up_to_images``, summed over resumed segments (wall_s restarts at resume)."""
+    import json
+
+    total, last = 0.0, 0.0
+    for line in Path(metrics_jsonl).read_text().splitlines():
+        row = json.loads(line)
+        if row["kimg"] * 1000 > up_to_images:
+            break
+        if row["wall_s"] < last:  # a new segment after --resume
+            total += last
+        last = row["wall_s"]
+    return round((total + last) / 60, 1)

@@ -15,13 +15,20 @@ def net():
 
 @pytest.fixture(scope="module")
 def mnist():
-    return load_dataset("mnist")
+    """MNIST in a fixed random order (the stored order is sorted by class)."""
+    d = load_dataset("mnist")
+    perm = torch.randperm(len(d), generator=torch.Generator().manual_seed(0))
+    d.images, d.labels = d.images[perm], d.labels[perm]
+    return d
 
 
 def test_identical_sets_score_zero(net, mnist):
     f, _ = extract(net, mnist.images[:500])
-    assert abs(frechet_distance(f, f)) < 1e-6
-    assert abs(kernel_distance(f, f)[0]) < 1e-3
+    g, _ = extract(net, mnist.images[500:1000])
+    assert abs(frechet_distance(f, f)) < 1e-3 * frechet_distance(f, g)  # round-off only, vs two real sets
+    # KID is an unbiased MMD estimate: for two sets of one distribution it is 0 within its subset spread
+    kid, kid_std = kernel_distance(f, g)
+    assert abs(kid) < 2 * kid_std
     assert precision_recall(f, f) == (1.0, 1.0)
 
 

@@ -24,31 +24,38 @@ class GaussianMixture:
         self.eigvals = self.eigvals.clamp(min=0)
 
     def _parts(self, x: torch.Tensor, sigma):
-        """(y, l, s2, log_r): x - mu_k in each eigenbasis, eigenvalues, sigma^2 and log(w_k N(x; mu_k, S_k + s^2 I))."""
+        """Per dimension i, (B, K) tensors: y_i = [U_k^T (x - mu_k)]_i, v_i = l_ki + sigma^2, and
+        log_r = log(w_k N(x; mu_k, S_k + sigma^2 I)). Loops over the few dimensions keep every op a flat (B, K) one."""
         dt = x.dtype if x.is_floating_point() else torch.float64
-        s2 = torch.as_tensor(sigma, dtype=dt).reshape(-1, 1, 1) ** 2  # scalar or per-sample
-        U, l = self.eigvecs.to(dt), self.eigvals.to(dt)
-        y = torch.einsum("kji,bkj->bki", U, x.to(dt)[:, None, :] - self.means.to(dt)[None])  # U^T (x - mu)
-        var = l[None] + s2  # (B or 1, K, d)
-        log_r = (self.weights.to(dt).log()[None] - 0.5 * ((y**2 / var).sum(-1) + var.log().sum(-1)
-                                                         + self.dim * math.log(2 * math.pi)))
-        return y, l, var, log_r
+        s2 = torch.as_tensor(sigma, dtype=dt).reshape(-1, 1) ** 2  # scalar or per-sample
+        U, l, mu = self.eigvecs.to(dt), self.eigvals.to(dt), self.means.to(dt)
+        d = range(self.dim)
+        diff = [x[:, None, j].to(dt) - mu[None, :, j] for j in d]
+        y = [sum(U[None, :, j, i] * diff[j] for j in d) for i in d]
+        v = [l[None, :, i] + s2 for i in d]
+        quad = sum(y[i] ** 2 / v[i] for i in d)
+        logdet = sum(v[i].log() for i in d)
+        log_r = self.weights.to(dt).log()[None] - 0.5 * (quad + logdet + self.dim * math.log(2 * math.pi))
+        return y, v, log_r
 
     def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         """log p_sigma(x), shape (B,)."""
-        return torch.logsumexp(self._parts(x, sigma)[3], dim=1)
+        return torch.logsumexp(self._parts(x, sigma)[2], dim=1)
 
     def responsibilities(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         """r_k(x) = posterior probability of component k, shape (B, K)."""
-        return torch.softmax(self._parts(x, sigma)[3], dim=1)
+        return torch.softmax(self._parts(x, sigma)[2], dim=1)
 
     def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        """D(x; sigma) = E[x0 | x], in x's dtype."""
-        y, l, var, log_r = self._parts(x, sigma)
-        r = torch.softmax(log_r, dim=1)  # (B, K)
-        shrunk = torch.einsum("kij,bkj->bki", self.eigvecs.to(y.dtype), l[None] / var * y)  # S (S + s^2 I)^-1 (x - mu)
-        post_mean = self.means.to(y.dtype)[None] + shrunk
-        return (r.unsqueeze(-1) * post_mean).sum(1).to(x.dtype)
+        """D(x; sigma) = E[x0 | x] = sum_k r_k [mu_k + U_k diag(l_k / (l_k + sigma^2)) U_k^T (x - mu_k)]."""
+        y, v, log_r = self._parts(x, sigma)
+        r = torch.softmax(log_r, dim=1)
+        dt = r.dtype
+        U, l, mu = self.eigvecs.to(dt), self.eigvals.to(dt), self.means.to(dt)
+        d = range(self.dim)
+        shrunk = [l[None, :, i] / v[i] * y[i] * r for i in d]  # r_k diag(l / v) y, per eigen-direction
+        out = [r @ mu[:, j] + sum((U[None, :, j, i] * shrunk[i]).sum(1) for i in d) for j in d]
+        return torch.stack(out, dim=1).to(x.dtype)
 
     def score(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """grad_x log p_sigma(x) = (D - x) / sigma^2."""

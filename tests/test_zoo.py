@@ -1,0 +1,46 @@
+"""The shipped models: each loads from safetensors + JSON, carries a card, and samples out of the box."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from kakusan.cli import app
+from kakusan.diffusion import Denoiser
+from kakusan.utils import io
+from kakusan.zoo import ZOO_DIR, available
+
+MODELS = ["mnist-s", "mnist-s-t16", "mnist-xs-guide"]
+
+
+def test_every_shipped_folder_has_a_card_with_its_command():
+    names = available()
+    assert set(MODELS) <= set(names)
+    for name in names + ["featurenet-mnist"]:
+        card = io.read_json(ZOO_DIR / name / "card.json")
+        assert card["command"].startswith("kakusan ") and "seed" in card
+        assert not any(p.suffix in (".pt", ".pth", ".bin", ".pkl") for p in (ZOO_DIR / name).iterdir())
+
+
+def test_shipped_size_budget():
+    size = sum(p.stat().st_size for p in ZOO_DIR.rglob("*") if p.is_file())
+    assert size < 32 * 2**20
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_shipped_models_load_and_agree_on_conditioning(name):
+    m = Denoiser.from_pretrained(name)
+    assert m.net_config.cond_type == "class" and m.net_config.num_classes == 10
+    assert m.info["ema_stds"] and m.info["images_seen"] > 0
+
+
+def test_guide_saw_about_a_sixteenth_of_the_images():
+    main, guide = Denoiser.from_pretrained("mnist-s"), Denoiser.from_pretrained("mnist-xs-guide")
+    assert 12 <= main.info["images_seen"] / guide.info["images_seen"] <= 20
+    assert sum(p.numel() for p in guide.parameters()) < sum(p.numel() for p in main.parameters()) / 4
+
+
+def test_sample_shipped_model_by_name(tmp_path):
+    r = CliRunner().invoke(app, ["sample", "mnist-s", "--out", str(tmp_path / "s"), "-n", "4", "--steps", "2",
+                                 "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["n"] == 4

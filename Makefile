@@ -18,7 +18,7 @@ setup: $(BIN)/kakusan
 
 # From the shipped models, in under two minutes on a CPU: a class-conditional sample grid and a one-page HTML report.
 demo: setup
-	$(BIN)/kakusan report mnist-s --out $(DEMO)/report-$$(date +%Y%m%d-%H%M%S) --n 200
+	$(BIN)/kakusan report mnist-s --out $(DEMO)/report-$$(date +%Y%m%d-%H%M%S) --n 150
 
 # Train a small class-conditional MNIST model from scratch for a few minutes, then draw a sample grid.
 demo-train: setup

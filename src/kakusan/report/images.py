@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..utils.io import _atomic_replace
+from ..utils.io import write_bytes
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -37,7 +37,7 @@ def _pil(arr: np.ndarray) -> Image.Image:
 def _write_png(img: Image.Image, path: Path) -> None:
     buf = _io.BytesIO()
     img.save(buf, format="PNG")
-    _atomic_replace(Path(path), lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    write_bytes(buf.getvalue(), path)
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:

@@ -111,7 +111,7 @@ class Trainer:
         opt_kwargs = {"foreach": True} if self.accel.device.type == "cpu" else {"fused": True}
         self.optimizer = torch.optim.AdamW(self.model.net.parameters(), lr=config.lr, betas=(0.9, 0.99),
                                            weight_decay=config.weight_decay, **opt_kwargs)
-        self.images_seen, self.step = 0, 0
+        self.images_seen, self.step, self._viewer = 0, 0, None
         if resume:
             state = load_checkpoint(self.run_dir / "checkpoint", self.model, self.ema, self.optimizer)
             self.images_seen, self.step = state["images_seen"], state["step"]
@@ -232,9 +232,11 @@ class Trainer:
     def save_samples(self) -> None:
         if not self.accel.is_main_process:
             return
-        viewer = build_model(self.config, self.data).to(self.accel.device)
+        if self._viewer is None:  # one sampling copy of the network, refilled with the longest EMA for each grid
+            with torch.random.fork_rng():
+                self._viewer = build_model(self.config, self.data).to(self.accel.device).eval()
+        viewer = self._viewer
         viewer.net.load_state_dict(self.ema.state()[max(self.ema.stds)])
-        viewer.eval()
         n = self.config.sample_grid
         labels = torch.arange(n) % max(self.data.num_classes, 1) if self.data.labels is not None else None
         cond = condition_for(viewer, labels) if labels is not None else None

@@ -55,11 +55,12 @@ def read_json(path: str | Path):
         return json.load(f)
 
 
+def write_bytes(data: bytes, path: str | Path) -> None:
+    _atomic_replace(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
 def write_text(text: str, path: str | Path) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    _atomic_replace(Path(path), write)
+    write_bytes(text.encode(), path)
 
 
 def resolve_folder(path: str | Path) -> Path:

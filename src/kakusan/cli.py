@@ -39,8 +39,15 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Resize images to this square size [32]."),
     channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB) for image folders [data set's]."),
     preset: Optional[str] = typer.Option(None, help="Network size: xs | s | m | l [s]."),
-    process: Optional[str] = typer.Option(None, help="edm (Karras et al. 2022) | ddpm (Ho et al. 2020) [edm]."),
+    process: Optional[str] = typer.Option(None, help="edm (Karras et al. 2022) | ddpm (Ho et al. 2020) | a cold "
+                                          "degradation: blur | pixelate | mask | desaturate | snow | mix | noise [edm]."),
     beta_schedule: Optional[str] = typer.Option(None, help="DDPM beta schedule: linear | cosine [linear]."),
+    steps: Optional[int] = typer.Option(None, help="Cold: degradation steps T [blur 20, blur --to-mean 50, "
+                                        "pixelate 4, desaturate 10, others 50]."),
+    to_mean: Optional[bool] = typer.Option(None, "--to-mean/--no-to-mean",
+                                           help="Cold blur: last step = flat mean, for generation [off]."),
+    mix_source: Optional[str] = typer.Option(None, help="Cold mix: data set mixed in [digits]."),
+    loss: Optional[str] = typer.Option(None, help="l2 | l1 | auto (l1 for cold, l2 otherwise) [auto]."),
     cond: Optional[str] = typer.Option(None, help="auto | none | class | tokens (cross-attention) [auto]."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size [64]."),
     kimg: Optional[float] = typer.Option(None, help="Training length in thousands of images [50]."),
@@ -67,7 +74,7 @@ def train(
 
     given = {k: v for k, v in dict(
         data=data, image_size=image_size, channels=channels, preset=preset, process=process,
-        beta_schedule=beta_schedule, cond=cond, batch_size=batch_size, kimg=kimg, minutes=minutes, lr=lr,
+        beta_schedule=beta_schedule, steps=steps, to_mean=to_mean, mix_source=mix_source, loss=loss, cond=cond, batch_size=batch_size, kimg=kimg, minutes=minutes, lr=lr,
         warmup_kimg=warmup_kimg, lr_decay_kimg=lr_decay_kimg, grad_clip=grad_clip, label_dropout=label_dropout,
         ema_stds=_floats(ema), precision=precision, channels_last=channels_last, compile=compile, seed=seed,
         checkpoint_kimg=checkpoint_kimg, sample_kimg=sample_kimg, snapshot_kimg=_floats(snapshot_kimg)).items()
@@ -109,9 +116,12 @@ def sample(
     guidance: float = typer.Option(1.0, help="Guidance weight w (1 = no guidance)."),
     interval: Optional[str] = typer.Option(None, help="Guidance interval in sigma: LO,HI (guide only in (LO, HI])."),
     guide_ema: str = typer.Option("auto", help="EMA length of the guide model."),
+    symmetry_noise: float = typer.Option(0.002, help="Cold models: noise std added once to x_T (0 = perfect "
+                                         "symmetry)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
-    """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds)."""
+    """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds). Cold models
+    (blur --to-mean, mix, noise) generate from their degraded prior by Algorithm 2."""
     from .pipeline import sample_to_folder
 
     def go():
@@ -121,7 +131,37 @@ def sample(
         typer.echo(json.dumps(sample_to_folder(
             model, out, n=n, sampler=sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn,
             seed=seed, labels=label, ema=ema, batch_size=batch_size, progress=progress, guide=guide,
-            guidance=guidance, interval=tuple(lo_hi) if lo_hi else None, guide_ema=guide_ema)))
+            guidance=guidance, interval=tuple(lo_hi) if lo_hi else None, guide_ema=guide_ema,
+            symmetry_noise=symmetry_noise)))
+
+    _run(go)
+
+
+@app.command()
+def restore(
+    model: str = typer.Argument(..., help="A cold model: run folder or model folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),
+    data: str = typer.Option("mnist-heldout", help="Clean images to degrade: a built-in data set or a folder."),
+    n: int = typer.Option(8, "--n", "-n", help="Number of images (the first n of --data)."),
+    t: Optional[int] = typer.Option(None, help="Severity to degrade to [T, the model's last step]."),
+    seed: int = typer.Option(0, help="Seed of the degradation's random part (mask centres, snow, mixed image)."),
+    ema: str = typer.Option("auto", help="EMA length to load, 'raw' or 'auto' (longest)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Degrade clean images and restore them by each method; writes strip.png (rows: clean / degraded / direct /
+    Algorithm 1 / Algorithm 2) and restored.npz."""
+    from .cold.restore import restore_to_folder
+    from .data import load_dataset
+    from .diffusion import Denoiser
+    from .pipeline import model_folder
+
+    def go():
+        if n < 1:
+            raise KakusanError("--n must be >= 1")
+        den = Denoiser.from_pretrained(model_folder(model), ema=ema)
+        cfg = den.net_config
+        clean = load_dataset(data, cfg.image_size, cfg.channels).images[:n]
+        typer.echo(json.dumps(restore_to_folder(den, out, clean, t=t, seed=seed, progress=progress)))
 
     _run(go)
 

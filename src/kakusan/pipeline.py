@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from . import KakusanError
+from .cold import Degradation, generate_cold, restorer
 from .data import tokens_for_labels
 from .diffusion.denoiser import Denoiser
 from .diffusion.generate import generate
@@ -60,9 +61,10 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
                      nfe: int = 35, schedule: str = "auto", eta: float = 0.0, churn: float = 0.0, seed: int = 0,
                      labels=None, ema="auto", batch_size: int = 64, progress: bool = True,
                      guide: str | Path | None = None, guidance: float = 1.0, interval: tuple[float, float] | None = None,
-                     guide_ema="auto") -> dict:
+                     guide_ema="auto", symmetry_noise: float = 0.002) -> dict:
     """Sample ``model`` (optionally guided by ``guide``: a model, or ``'uncond'`` for classifier-free guidance)
-    into ``out``: grid.png, images/NNNNNN.png and samples.npz."""
+    into ``out``: grid.png, images/NNNNNN.png and samples.npz. A cold model generates from its degraded prior by
+    Algorithm 2 (``symmetry_noise`` added once to x_T)."""
     out = Path(out)
     _empty_out(out)
     if sampler not in SAMPLERS:
@@ -75,9 +77,20 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     seeds = list(range(seed, seed + n))
     kwargs = {"eta": eta} if sampler == "ddim" else {"churn": churn} if sampler in ("euler", "heun") else {}
     t0 = time.time()
-    make_denoise = guide_from_spec(den, guide, guidance, interval, guide_ema)
-    images = generate(den, seeds, cond=condition(den, y), sampler=sampler, steps=steps, schedule=schedule,
-                      batch_size=batch_size, progress=progress, make_denoise=make_denoise, **kwargs)
+    if isinstance(den.process, Degradation):
+        if guide is not None:
+            raise KakusanError("guidance is not defined for cold (deterministic-degradation) models")
+        if y is not None:
+            raise KakusanError("sampling a class-conditional cold model is not supported; train it with --cond none")
+        cfg = den.net_config
+        sampler, steps = "cold-alg2", den.process.steps
+        images = generate_cold(restorer(den), den.process, seeds,
+                               (cfg.channels, cfg.image_size, cfg.image_size), symmetry_noise=symmetry_noise,
+                               batch_size=batch_size, progress=progress)
+    else:
+        make_denoise = guide_from_spec(den, guide, guidance, interval, guide_ema)
+        images = generate(den, seeds, cond=condition(den, y), sampler=sampler, steps=steps, schedule=schedule,
+                          batch_size=batch_size, progress=progress, make_denoise=make_denoise, **kwargs)
     seconds = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     names = [f"{s:06d}" for s in seeds]

@@ -69,7 +69,29 @@ def load_digits(image_size: int = 32) -> ImageDataset:
                         [str(k) for k in range(10)])
 
 
-BUILTIN = {"mnist": load_mnist, "digits": load_digits}
+def mnist_split(seed: int = 0, held_out_per_class: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, held-out indices) into ``mnist``: ``held_out_per_class`` random images of each digit are held
+    out (the split of the shipped evaluation network and of the cold-diffusion restoration benchmark)."""
+    labels = load_mnist().labels
+    g = torch.Generator().manual_seed(seed)
+    held = torch.cat([idx[torch.randperm(len(idx), generator=g)[:held_out_per_class]]
+                      for idx in (torch.nonzero(labels == c).flatten() for c in range(10))])
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[held] = False
+    return torch.nonzero(mask).flatten(), held.sort().values
+
+
+def _mnist_part(part: int):
+    def load(image_size: int = 32) -> ImageDataset:
+        ds = load_mnist(image_size)
+        idx = mnist_split()[part]
+        return ImageDataset(f"mnist-{('train', 'heldout')[part]}", ds.images[idx], ds.labels[idx], ds.class_names)
+    load.__doc__ = f"The {('4,000 training', '1,000 held-out')[part]} images of :func:`mnist_split` (seed 0)."
+    return load
+
+
+BUILTIN = {"mnist": load_mnist, "mnist-train": _mnist_part(0), "mnist-heldout": _mnist_part(1),
+           "digits": load_digits}
 
 
 def _read_image(path: Path, channels: int) -> np.ndarray:

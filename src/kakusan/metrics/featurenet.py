@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import KakusanError
-from ..data import load_dataset
+from ..data import load_dataset, mnist_split
 from ..utils import io
 
 SHIPPED = Path(__file__).resolve().parent.parent / "zoo" / "featurenet-mnist"
@@ -45,17 +45,6 @@ class FeatureNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
-
-
-def mnist_split(seed: int = 0, held_out_per_class: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train indices, held-out indices): ``held_out_per_class`` random images of each digit are held out."""
-    labels = load_dataset("mnist").labels
-    g = torch.Generator().manual_seed(seed)
-    held = torch.cat([idx[torch.randperm(len(idx), generator=g)[:held_out_per_class]]
-                      for idx in (torch.nonzero(labels == c).flatten() for c in range(10))])
-    mask = torch.ones(len(labels), dtype=torch.bool)
-    mask[held] = False
-    return torch.nonzero(mask).flatten(), held.sort().values
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -5,7 +5,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .. import KakusanError
+from ..cold import DEGRADATIONS
 from ..nets import PRESETS
+
+PROCESS_NAMES = ("edm", "ddpm", *DEGRADATIONS)
 
 
 @dataclass
@@ -16,8 +19,12 @@ class TrainConfig:
     channels: int | None = None  # None: the data set's own
     # model
     preset: str = "s"
-    process: str = "edm"  # edm | ddpm
+    process: str = "edm"  # edm | ddpm | a cold degradation (blur, pixelate, mask, desaturate, snow, mix, noise)
     beta_schedule: str = "linear"  # ddpm only
+    steps: int | None = None  # cold: number of degradation steps T (None: the degradation's default)
+    to_mean: bool = False  # cold blur: the last step is the flat per-channel mean (generation from a flat prior)
+    mix_source: str = "digits"  # cold mix: the data set mixed in
+    loss: str = "auto"  # l2 | l1 | auto (l1 for cold degradations, as in the paper; l2 otherwise)
     cond: str = "auto"  # auto (class if the data has labels) | none | class | tokens
     # optimisation
     batch_size: int = 64  # global batch, split across processes
@@ -48,7 +55,11 @@ class TrainConfig:
             (self.kimg > 0, "kimg must be > 0"),
             (self.lr > 0, "lr must be > 0"),
             (0 <= self.label_dropout < 1, "label dropout must be in [0, 1)"),
-            (self.process in ("edm", "ddpm"), f"unknown process {self.process!r}: choose edm or ddpm"),
+            (self.process in PROCESS_NAMES,
+             f"unknown process {self.process!r}: choose one of {', '.join(PROCESS_NAMES)}"),
+            (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
+            (self.steps is None or self.steps >= 1, "steps must be >= 1"),
+            (not self.to_mean or self.process == "blur", "--to-mean applies to --process blur only"),
             (self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}"),
             (self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16"),
             (self.cond in ("auto", "none", "class", "tokens"), "cond must be auto, none, class or tokens"),
@@ -58,6 +69,10 @@ class TrainConfig:
             if not ok:
                 raise KakusanError(message)
         return self
+
+    @property
+    def cold(self) -> bool:
+        return self.process in DEGRADATIONS
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .. import KakusanError
+from ..cold import build_degradation, cold_preview
 from ..data import ImageDataset, load_dataset, tokens_for_labels
 from ..diffusion.denoiser import Denoiser, preconditioned
 from ..diffusion.generate import generate
@@ -37,17 +38,23 @@ class TrainingDiverged(KakusanError):
 
 def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
     cond = config.cond
-    if cond == "auto":
-        cond = "class" if data.labels is not None else "none"
+    if cond == "auto":  # cold restorers are unconditional, as in the paper
+        cond = "class" if data.labels is not None and not config.cold else "none"
     if cond in ("class", "tokens") and data.labels is None:
         raise KakusanError(f"--cond {cond} needs labels, but data set {data.name!r} has none "
                            "(put the images in one sub-folder per class)")
     net = NetConfig(preset=config.preset, image_size=data.image_size, channels=data.channels, cond_type=cond,
                     num_classes=data.num_classes if cond == "class" else 0,
                     vocab_size=data.num_classes + 2 if cond == "tokens" else 0,
-                    c_noise_scale=250.0 if config.process == "edm" else 1.0)
-    process = EDMProcess() if config.process == "edm" else DDPMProcess(schedule=config.beta_schedule)
-    return Denoiser.create(net, process, {"data": data.name, "class_names": data.class_names})
+                    c_noise_scale={"edm": 250.0, "ddpm": 1.0}.get(config.process, 1000.0))
+    return Denoiser.create(net, build_process(config, data), {"data": data.name, "class_names": data.class_names})
+
+
+def build_process(config: TrainConfig, data: ImageDataset):
+    if config.cold:
+        return build_degradation(config.process, steps=config.steps, to_mean=config.to_mean,
+                                 source=config.mix_source, images=data.images)
+    return EDMProcess() if config.process == "edm" else DDPMProcess(schedule=config.beta_schedule)
 
 
 def batch_indices(seed: int, n: int, batch: int, step: int) -> torch.Tensor:
@@ -100,6 +107,7 @@ class Trainer:
             raise KakusanError(f"{self.run_dir} already holds a run; pass --resume to continue it "
                                "or choose another --out (nothing was overwritten)")
         self.config = config.validate()
+        self.l1 = config.loss == "l1" or (config.loss == "auto" and config.cold)
         # Mixed precision is our own autocast (below), so one process can hold trainers of different precisions.
         self.accel = Accelerator()
         self.data = load_dataset(config.data, config.image_size, config.channels)
@@ -127,7 +135,8 @@ class Trainer:
         x = process.degrade(x0, sigma, generator)
         D = preconditioned(process, self.forward, x, sigma, cond,
                            autocast=torch.bfloat16 if self.config.precision == "bf16" else None)
-        return (per_sample(process.loss_weight(sigma), x) * (D - x0) ** 2).mean()
+        error = (D - x0).abs() if self.l1 else (D - x0) ** 2
+        return (per_sample(process.loss_weight(sigma), x) * error).mean()
 
     def train_step(self) -> tuple[float, float]:
         cfg, accel = self.config, self.accel
@@ -240,6 +249,9 @@ class Trainer:
         n = self.config.sample_grid
         labels = torch.arange(n) % max(self.data.num_classes, 1) if self.data.labels is not None else None
         cond = condition_for(viewer, labels) if labels is not None else None
-        images = generate(viewer, range(n), cond=cond, sampler="heun", steps=18, progress=False)
+        if self.config.cold:
+            images = cold_preview(viewer, self.data.images[:n])
+        else:
+            images = generate(viewer, range(n), cond=cond, sampler="heun", steps=18, progress=False)
         save_grid(images, self.run_dir / "samples" / f"kimg-{self.images_seen / 1000:06.1f}.png",
                   nrow=max(self.data.num_classes, 8) if labels is not None else None)

@@ -1,0 +1,94 @@
+"""Cold diffusion on MNIST: restoration (blur, mask) by direct / Algorithm 1 / Algorithm 2, generation from blur with
+broken vs perfect symmetry vs hot (Gaussian) diffusion, and the cost of a trajectory in T.
+
+    python bench/cold.py --blur RUN --mask RUN --blur-gen RUN --hot RUN [--n 500]
+
+RUNs are cold models trained on ``mnist-train`` (see docs/cold.md for the commands); restoration uses the first n
+images of ``mnist-heldout`` and FD (shipped MNIST evaluation network) is against the whole held-out set.
+Last line: one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from kakusan.cold import build_degradation, generate_cold, restorer, sample_alg2
+from kakusan.cold.restore import restore_all
+from kakusan.data import load_dataset
+from kakusan.diffusion import Denoiser
+from kakusan.metrics import load_featurenet
+from kakusan.metrics.restoration import rmse, ssim
+from kakusan.metrics.scores import evaluate, extract, frechet_distance
+from kakusan.pipeline import model_folder
+
+
+def restoration(model, clean, real_feats, net) -> dict:
+    rows = restore_all(model, clean, progress=False)
+    out = {}
+    for name in ("degraded", "direct", "alg1", "alg2"):
+        x = rows[name]
+        out[name] = {"rmse": round(rmse(x, clean), 5), "ssim": round(ssim(x, clean), 5),
+                     "fd": round(frechet_distance(extract(net, x)[0], real_feats), 4)}
+        print(f"  {name:9} RMSE {out[name]['rmse']:.4f}  SSIM {out[name]['ssim']:.4f}  FD {out[name]['fd']:.3f}",
+              flush=True)
+    return out
+
+
+def time_ratio(model, batch: int = 8) -> float:
+    """Seconds of an Algorithm-2 trajectory with T = 200 over T = 50 (same network, same batch)."""
+    seconds = {}
+    for T in (50, 200):
+        d = build_degradation(model.process.kind, steps=T)
+        x = torch.zeros(batch, model.net_config.channels, model.net_config.image_size, model.net_config.image_size)
+        z = d.nuisance(x, torch.Generator().manual_seed(0))
+        t0 = time.perf_counter()
+        sample_alg2(restorer(model), d.apply(x, torch.full((batch,), T), z), d, T, z)
+        seconds[T] = time.perf_counter() - t0
+    return seconds[200] / seconds[50]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name in ("blur", "mask", "blur-gen", "hot"):
+        ap.add_argument(f"--{name}", required=True, help=f"{name} model (run or model folder)")
+    ap.add_argument("--n", type=int, default=500)
+    args = ap.parse_args()
+
+    net = load_featurenet()
+    held = load_dataset("mnist-heldout").images
+    real_feats = extract(net, held)[0]
+    clean = held[:args.n]
+    load = lambda path: Denoiser.from_pretrained(model_folder(path))  # noqa: E731
+    result = {"n": args.n, "floor_fd": None}
+    half = len(held) // 2
+    result["floor_fd"] = round(frechet_distance(extract(net, held[:half])[0], extract(net, held[half:])[0]), 4)
+    print(f"real-vs-real floor (two held-out halves of {half}): FD {result['floor_fd']:.3f}")
+    for kind in ("blur", "mask"):
+        print(f"{kind} restoration, {args.n} held-out images:", flush=True)
+        result[kind] = restoration(load(getattr(args, kind)), clean, real_feats, net)
+
+    gen = {}
+    shape = tuple(clean.shape[1:])
+    real_all = load_dataset("mnist").images
+    for name, path, noise in (("broken", args.blur_gen, 0.002), ("perfect", args.blur_gen, 0.0),
+                              ("hot", args.hot, 0.0)):
+        model = load(path)
+        t0 = time.perf_counter()
+        x = generate_cold(restorer(model), model.process, range(args.n), shape, symmetry_noise=noise, progress=False)
+        r = evaluate(net, x, real_all)
+        gen[name] = {k: round(r[k], 5) for k in ("fd", "precision", "recall")}
+        gen[name]["sec_per_image"] = round((time.perf_counter() - t0) / args.n, 4)
+        print(f"generation {name:8} FD {r['fd']:.3f} (floor {r['floor']['fd']:.3f})  P {r['precision']:.3f}  "
+              f"R {r['recall']:.3f}", flush=True)
+        gen["floor"] = {k: round(r["floor"][k], 5) for k in ("fd", "precision", "recall")}
+    result["generation"] = gen
+    result["time_ratio_T200_T50"] = round(time_ratio(load(args.blur)), 3)
+    print(f"trajectory time T=200 / T=50: {result['time_ratio_T200_T50']:.2f} (linear: 4)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

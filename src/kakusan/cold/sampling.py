@@ -38,26 +38,31 @@ def restore_direct(R: Restorer, x: torch.Tensor, degradation: Degradation, t: in
     return R(x, _t(t, x))
 
 
+def _reverse(R: Restorer, x: torch.Tensor, degradation: Degradation, t: int, z, update, desc: str,
+             progress: bool) -> torch.Tensor:
+    """s = t..1: x0_hat = R(x_s, s), refresh the nuisance estimate, x_{s-1} = update(x_s, x0_hat, s, z)."""
+    for s in tqdm(range(t, 0, -1), desc=desc, leave=False, disable=not progress):
+        x0_hat = R(x, _t(s, x))
+        z = degradation.estimate_nuisance(x, x0_hat, _t(s, x), z)
+        x = update(x, x0_hat, s, z)
+    return x
+
+
 @torch.no_grad()
 def sample_alg1(R: Restorer, x: torch.Tensor, degradation: Degradation, t: int, z=None,
                 progress: bool = False) -> torch.Tensor:
     """Algorithm 1 from severity t down to 0: x_{s-1} = D(R(x_s, s), s - 1)."""
-    for s in tqdm(range(t, 0, -1), desc="alg1", leave=False, disable=not progress):
-        x0_hat = R(x, _t(s, x))
-        z = degradation.estimate_nuisance(x, x0_hat, _t(s, x), z)
-        x = degradation.apply(x0_hat, _t(s - 1, x), z)
-    return x
+    D = degradation.apply
+    return _reverse(R, x, degradation, t, z, lambda x, x0, s, z: D(x0, _t(s - 1, x), z), "alg1", progress)
 
 
 @torch.no_grad()
 def sample_alg2(R: Restorer, x: torch.Tensor, degradation: Degradation, t: int, z=None,
                 progress: bool = False) -> torch.Tensor:
     """Algorithm 2 from severity t down to 0: x_{s-1} = x_s - D(x0_hat, s) + D(x0_hat, s - 1)."""
-    for s in tqdm(range(t, 0, -1), desc="alg2", leave=False, disable=not progress):
-        x0_hat = R(x, _t(s, x))
-        z = degradation.estimate_nuisance(x, x0_hat, _t(s, x), z)
-        x = x - degradation.apply(x0_hat, _t(s, x), z) + degradation.apply(x0_hat, _t(s - 1, x), z)
-    return x
+    D = degradation.apply
+    return _reverse(R, x, degradation, t, z, lambda x, x0, s, z: x - D(x0, _t(s, x), z) + D(x0, _t(s - 1, x), z),
+                    "alg2", progress)
 
 
 RESTORERS = {"direct": restore_direct, "alg1": sample_alg1, "alg2": sample_alg2}

@@ -3,7 +3,7 @@ broken vs perfect symmetry vs hot (Gaussian) diffusion, and the cost of a trajec
 
     python bench/cold.py --blur RUN --mask RUN --blur-gen RUN --hot RUN [--n 500]
 
-RUNs are cold models trained on ``mnist-train`` (see docs/cold.md for the commands); restoration uses the first n
+RUNs are cold models trained on ``mnist-train`` (see docs/cold.md for the commands); restoration uses n random
 images of ``mnist-heldout`` and FD (shipped MNIST evaluation network) is against the whole held-out set.
 Last line: one JSON object.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
+from pathlib import Path
 
 import torch
 
@@ -23,10 +25,12 @@ from kakusan.metrics import load_featurenet
 from kakusan.metrics.restoration import rmse, ssim
 from kakusan.metrics.scores import evaluate, extract, frechet_distance
 from kakusan.pipeline import model_folder
+from kakusan.report import save_grid
 
 
-def restoration(model, clean, real_feats, net) -> dict:
+def restoration(model, clean, real_feats, net, figure) -> dict:
     rows = restore_all(model, clean, progress=False)
+    save_grid(torch.cat([rows[k][:10] for k in rows]), figure, nrow=10)  # clean / degraded / direct / alg1 / alg2
     out = {}
     for name in ("degraded", "direct", "alg1", "alg2"):
         x = rows[name]
@@ -55,22 +59,24 @@ def main():
     for name in ("blur", "mask", "blur-gen", "hot"):
         ap.add_argument(f"--{name}", required=True, help=f"{name} model (run or model folder)")
     ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--out", default="out/cold", help="folder for the figures")
     args = ap.parse_args()
 
     net = load_featurenet()
     held = load_dataset("mnist-heldout").images
     real_feats = extract(net, held)[0]
-    clean = held[:args.n]
+    clean = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(0))[:args.n]]  # all classes
     load = lambda path: Denoiser.from_pretrained(model_folder(path))  # noqa: E731
+    out = Path(args.out)
     result = {"n": args.n, "floor_fd": None}
     half = len(held) // 2
     result["floor_fd"] = round(frechet_distance(extract(net, held[:half])[0], extract(net, held[half:])[0]), 4)
     print(f"real-vs-real floor (two held-out halves of {half}): FD {result['floor_fd']:.3f}")
     for kind in ("blur", "mask"):
         print(f"{kind} restoration, {args.n} held-out images:", flush=True)
-        result[kind] = restoration(load(getattr(args, kind)), clean, real_feats, net)
+        result[kind] = restoration(load(getattr(args, kind)), clean, real_feats, net, out / f"restore-{kind}.png")
 
-    gen = {}
+    gen, grids = {}, []
     shape = tuple(clean.shape[1:])
     real_all = load_dataset("mnist").images
     for name, path, noise in (("broken", args.blur_gen, 0.002), ("perfect", args.blur_gen, 0.0),
@@ -78,13 +84,16 @@ def main():
         model = load(path)
         t0 = time.perf_counter()
         x = generate_cold(restorer(model), model.process, range(args.n), shape, symmetry_noise=noise, progress=False)
+        seconds = time.perf_counter() - t0
         r = evaluate(net, x, real_all)
+        grids.append(x[:36])
         gen[name] = {k: round(r[k], 5) for k in ("fd", "precision", "recall")}
-        gen[name]["sec_per_image"] = round((time.perf_counter() - t0) / args.n, 4)
+        gen[name]["sec_per_image"] = round(seconds / args.n, 4)
         print(f"generation {name:8} FD {r['fd']:.3f} (floor {r['floor']['fd']:.3f})  P {r['precision']:.3f}  "
               f"R {r['recall']:.3f}", flush=True)
         gen["floor"] = {k: round(r["floor"][k], 5) for k in ("fd", "precision", "recall")}
     result["generation"] = gen
+    save_grid(torch.cat([torch.cat([g, torch.ones(6, *g.shape[1:])]) for g in grids]), out / "generate.png", nrow=6)
     result["time_ratio_T200_T50"] = round(time_ratio(load(args.blur)), 3)
     print(f"trajectory time T=200 / T=50: {result['time_ratio_T200_T50']:.2f} (linear: 4)")
     print(json.dumps(result))

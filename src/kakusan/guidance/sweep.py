@@ -71,6 +71,7 @@ def plot_sweep(rows: dict, path: Path) -> Path:
         if key == "fd" and rows:
             floor = next(iter(rows.values()))[0]["floor_fd"]
             ax.axhline(floor, color="gray", ls="--", lw=1, label="real vs real")
+            ax.set_yscale("log")
         ax.set_xlabel("guidance weight w")
         ax.set_title(key + (" (best: star)" if key == "fd" else ""))
         ax.grid(alpha=0.3)

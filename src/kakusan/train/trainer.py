@@ -250,7 +250,7 @@ class Trainer:
         labels = torch.arange(n) % max(self.data.num_classes, 1) if self.data.labels is not None else None
         cond = condition_for(viewer, labels) if labels is not None else None
         if self.config.cold:
-            images = cold_preview(viewer, self.data.images[:n])
+            images = cold_preview(viewer, self.data.images[::max(1, len(self.data) // n)][:n])  # spread classes
         else:
             images = generate(viewer, range(n), cond=cond, sampler="heun", steps=18, progress=False)
         save_grid(images, self.run_dir / "samples" / f"kimg-{self.images_seen / 1000:06.1f}.png",

@@ -8,7 +8,7 @@ from .sampling import (RESTORERS, cold_preview, fit_flat_prior, generate_cold, i
 # Defaults for 32 x 32 images when the user gives only --process (and maybe --steps).
 DEFAULTS = {
     "blur": {"steps": 20, "std": 1.5},
-    "blur_to_mean": {"steps": 50, "std": 0.5, "growth": 1.08, "to_mean": True},
+    "blur_to_mean": {"steps": 50, "std": 0.5, "growth": 1.04, "to_mean": True},
     "pixelate": {"steps": 4},
     "mask": {"steps": 50},
     "desaturate": {"steps": 10},

@@ -52,11 +52,6 @@ def condition(model: Denoiser, labels: torch.Tensor | None) -> torch.Tensor | No
     return tokens_for_labels(labels) if model.net_config.cond_type == "tokens" else labels
 
 
-def _empty_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise KakusanError(f"output {out} already exists and is not empty; choose another --out (nothing was touched)")
-
-
 def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler: str = "heun", steps: int | None = None,
                      nfe: int = 35, schedule: str = "auto", eta: float = 0.0, churn: float = 0.0, seed: int = 0,
                      labels=None, ema="auto", batch_size: int = 64, progress: bool = True,
@@ -65,8 +60,7 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     """Sample ``model`` (optionally guided by ``guide``: a model, or ``'uncond'`` for classifier-free guidance)
     into ``out``: grid.png, images/NNNNNN.png and samples.npz. A cold model generates from its degraded prior by
     Algorithm 2 (``symmetry_noise`` added once to x_T)."""
-    out = Path(out)
-    _empty_out(out)
+    out = io.require_empty_output(out)
     if sampler not in SAMPLERS:
         raise KakusanError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if n < 1:

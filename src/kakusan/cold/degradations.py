@@ -173,7 +173,14 @@ class Mask(Degradation):
     kind = "mask"
 
     def mask_table(self, H: int, W: int, device=None) -> torch.Tensor:
-        """(T+1, 2H-1, 2W-1) cumulative masks around the table's centre, m_0 = 1."""
+        """(T+1, 2H-1, 2W-1) cumulative masks around the table's centre, m_0 = 1; built once per size and device."""
+        key = (H, W, str(device))
+        cache = self.__dict__.setdefault("_tables", {})
+        if key not in cache:
+            cache[key] = self._build_table(H, W, device)
+        return cache[key]
+
+    def _build_table(self, H: int, W: int, device=None) -> torch.Tensor:
         dy = torch.arange(-(H - 1), H, dtype=torch.float64, device=device)
         dx = torch.arange(-(W - 1), W, dtype=torch.float64, device=device)
         r2 = dy[:, None] ** 2 + dx[None, :] ** 2

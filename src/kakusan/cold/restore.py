@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import KakusanError
+from ..utils import io
 from .degradations import Degradation
 from .sampling import RESTORERS, _t, restorer
 
@@ -42,9 +43,7 @@ def restore_to_folder(model, out: str | Path, clean: torch.Tensor, *, t: int | N
     """strip.png (one column per image) and restored.npz with every row."""
     from ..report import save_grid
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise KakusanError(f"output {out} already exists and is not empty; choose another --out (nothing was touched)")
+    out = io.require_empty_output(out)
     rows = restore_all(model, clean, t=t, seed=seed, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     save_grid(torch.cat(list(rows.values())), out / "strip.png", nrow=len(clean))

@@ -63,6 +63,16 @@ def write_text(text: str, path: str | Path) -> None:
     write_bytes(text.encode(), path)
 
 
+def require_empty_output(out: str | Path) -> Path:
+    """``out`` as a Path, if it is new or an empty folder; otherwise a clear error (and nothing is touched)."""
+    from .. import KakusanError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise KakusanError(f"output {out} already exists and is not empty; choose another --out (nothing was touched)")
+    return out
+
+
 def resolve_folder(path: str | Path) -> Path:
     """The folder at ``path``, or its previous version if a :func:`swap_folder` was cut between its two renames."""
     path = Path(path)

@@ -132,3 +132,19 @@ def test_token_model_reads_its_condition_through_cross_attention(tmp_path, tiny_
         a = trainer.model(x, torch.tensor(1.0), tokens_for_labels(torch.tensor([3, 3])))
         b = trainer.model(x, torch.tensor(1.0), tokens_for_labels(torch.tensor([3, 5])))
     assert torch.allclose(a[0], b[0]) and not torch.allclose(a[1], b[1])
+
+
+def test_recipe_options_reach_the_saved_model(tmp_path, tiny_config):
+    """--time-conditioning scale-shift builds AdaGN blocks and --p-mean/--p-std set the training noise levels;
+    both are stored with the weights, so the loaded model is the trained one."""
+    config = tiny_config(kimg=0.016, time_conditioning="scale-shift", p_mean=-0.5, p_std=0.8)
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    block = trainer.model.net.unet.down_blocks[0].resnets[0]
+    assert block.time_emb_proj.out_features == 2 * block.conv1.out_channels  # a scale and a shift per channel
+    sigma = trainer.model.process.sample_t(20000, torch.Generator().manual_seed(0))
+    assert abs(float(sigma.log().mean()) + 0.5) < 0.02 and abs(float(sigma.log().std()) - 0.8) < 0.02
+    trainer.train()
+    model = Denoiser.from_pretrained(tmp_path / "run" / "checkpoint")
+    assert model.net_config.time_conditioning == "scale-shift" and model.process.p_mean == -0.5
+    with pytest.raises(Exception, match="time conditioning"):
+        tiny_config(time_conditioning="film").validate()

@@ -39,6 +39,7 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Resize images to this square size [32]."),
     channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB) for image folders [data set's]."),
     preset: Optional[str] = typer.Option(None, help="Network size: xs | s | m | l [s]."),
+    time_conditioning: Optional[str] = typer.Option(None, help="add | scale-shift (ADM's AdaGN) [add]."),
     process: Optional[str] = typer.Option(None, help="edm (Karras et al. 2022) | ddpm (Ho et al. 2020) | a cold "
                                           "degradation: blur | pixelate | mask | desaturate | snow | mix | noise [edm]."),
     beta_schedule: Optional[str] = typer.Option(None, help="DDPM beta schedule: linear | cosine [linear]."),
@@ -47,6 +48,8 @@ def train(
     to_mean: Optional[bool] = typer.Option(None, "--to-mean/--no-to-mean",
                                            help="Cold blur: last step = flat mean, for generation [off]."),
     mix_source: Optional[str] = typer.Option(None, help="Cold mix: data set mixed in [digits]."),
+    p_mean: Optional[float] = typer.Option(None, help="EDM: mean of ln(sigma) in training [-1.2]."),
+    p_std: Optional[float] = typer.Option(None, help="EDM: std of ln(sigma) in training [1.2]."),
     loss: Optional[str] = typer.Option(None, help="l2 | l1 | auto (l1 for cold, l2 otherwise) [auto]."),
     cond: Optional[str] = typer.Option(None, help="auto | none | class | tokens (cross-attention) [auto]."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size [64]."),
@@ -73,8 +76,9 @@ def train(
     from .utils import io
 
     given = {k: v for k, v in dict(
-        data=data, image_size=image_size, channels=channels, preset=preset, process=process,
-        beta_schedule=beta_schedule, steps=steps, to_mean=to_mean, mix_source=mix_source, loss=loss, cond=cond, batch_size=batch_size, kimg=kimg, minutes=minutes, lr=lr,
+        data=data, image_size=image_size, channels=channels, preset=preset, time_conditioning=time_conditioning,
+        process=process, beta_schedule=beta_schedule, steps=steps, to_mean=to_mean, mix_source=mix_source,
+        p_mean=p_mean, p_std=p_std, loss=loss, cond=cond, batch_size=batch_size, kimg=kimg, minutes=minutes, lr=lr,
         warmup_kimg=warmup_kimg, lr_decay_kimg=lr_decay_kimg, grad_clip=grad_clip, label_dropout=label_dropout,
         ema_stds=_floats(ema), precision=precision, channels_last=channels_last, compile=compile, seed=seed,
         checkpoint_kimg=checkpoint_kimg, sample_kimg=sample_kimg, snapshot_kimg=_floats(snapshot_kimg)).items()

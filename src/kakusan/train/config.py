@@ -19,11 +19,14 @@ class TrainConfig:
     channels: int | None = None  # None: the data set's own
     # model
     preset: str = "s"
+    time_conditioning: str = "add"  # add | scale-shift (ADM's AdaGN): how time and class enter the residual blocks
     process: str = "edm"  # edm | ddpm | a cold degradation (blur, pixelate, mask, desaturate, snow, mix, noise)
     beta_schedule: str = "linear"  # ddpm only
     steps: int | None = None  # cold: number of degradation steps T (None: the degradation's default)
     to_mean: bool = False  # cold blur: the last step is the flat per-channel mean (generation from a flat prior)
     mix_source: str = "digits"  # cold mix: the data set mixed in
+    p_mean: float = -1.2  # edm: ln(sigma) ~ N(p_mean, p_std^2) during training (Karras et al. 2022, Table 1)
+    p_std: float = 1.2
     loss: str = "auto"  # l2 | l1 | auto (l1 for cold degradations, as in the paper; l2 otherwise)
     cond: str = "auto"  # auto (class if the data has labels) | none | class | tokens
     # optimisation
@@ -58,6 +61,8 @@ class TrainConfig:
             (self.process in PROCESS_NAMES,
              f"unknown process {self.process!r}: choose one of {', '.join(PROCESS_NAMES)}"),
             (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
+            (self.p_std > 0, "p_std must be > 0"),
+            (self.time_conditioning in ("add", "scale-shift"), "time conditioning must be add or scale-shift"),
             (self.steps is None or self.steps >= 1, "steps must be >= 1"),
             (not self.to_mean or self.process == "blur", "--to-mean applies to --process blur only"),
             (self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}"),

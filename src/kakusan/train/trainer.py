@@ -46,7 +46,8 @@ def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
     net = NetConfig(preset=config.preset, image_size=data.image_size, channels=data.channels, cond_type=cond,
                     num_classes=data.num_classes if cond == "class" else 0,
                     vocab_size=data.num_classes + 2 if cond == "tokens" else 0,
-                    c_noise_scale={"edm": 250.0, "ddpm": 1.0}.get(config.process, 1000.0))
+                    c_noise_scale={"edm": 250.0, "ddpm": 1.0}.get(config.process, 1000.0),
+                    time_conditioning=config.time_conditioning)
     return Denoiser.create(net, build_process(config, data), {"data": data.name, "class_names": data.class_names})
 
 
@@ -54,7 +55,7 @@ def build_process(config: TrainConfig, data: ImageDataset):
     if config.cold:
         return build_degradation(config.process, steps=config.steps, to_mean=config.to_mean,
                                  source=config.mix_source, images=data.images)
-    return EDMProcess() if config.process == "edm" else DDPMProcess(schedule=config.beta_schedule)
+    return EDMProcess(p_mean=config.p_mean, p_std=config.p_std) if config.process == "edm" else DDPMProcess(schedule=config.beta_schedule)
 
 
 def batch_indices(seed: int, n: int, batch: int, step: int) -> torch.Tensor:

@@ -3,7 +3,7 @@ broken vs perfect symmetry vs hot (Gaussian) diffusion, and the cost of a trajec
 
     python bench/cold.py --blur RUN --mask RUN --blur-gen RUN --hot RUN [--n 500]
 
-RUNs are cold models trained on ``mnist-train`` (see docs/cold.md for the commands); restoration uses n random
+Each part runs when its model is given (e.g. ``--mask RUN`` alone measures mask restoration only). RUNs are cold models trained on ``mnist-train`` (see docs/cold.md for the commands); restoration uses n random
 images of ``mnist-heldout`` and FD (shipped MNIST evaluation network) is against the whole held-out set.
 Last line: one JSON object.
 """
@@ -57,10 +57,12 @@ def time_ratio(model, batch: int = 8) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for name in ("blur", "mask", "blur-gen", "hot"):
-        ap.add_argument(f"--{name}", required=True, help=f"{name} model (run or model folder)")
+        ap.add_argument(f"--{name}", help=f"{name} model (run or model folder)")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--out", default="out/cold", help="folder for the figures")
     args = ap.parse_args()
+    if not any((args.blur, args.mask, args.blur_gen, args.hot)):
+        ap.error("give at least one model: --blur, --mask, --blur-gen or --hot")
 
     net = load_featurenet()
     held = load_dataset("mnist-heldout").images
@@ -71,7 +73,7 @@ def main():
     # floor: the clean images themselves against the same reference (same n, same reference set)
     result = {"n": args.n, "floor_fd": round(frechet_distance(extract(net, clean)[0], real_feats), 4)}
     print(f"real-vs-real floor ({args.n} clean held-out images vs all {len(held)}): FD {result['floor_fd']:.3f}")
-    for kind in ("blur", "mask"):
+    for kind in [k for k in ("blur", "mask") if getattr(args, k)]:
         print(f"{kind} restoration, {args.n} held-out images:", flush=True)
         result[kind] = restoration(load(getattr(args, kind)), clean, real_feats, net, out / f"restore-{kind}.png")
 
@@ -80,6 +82,8 @@ def main():
     real_all = load_dataset("mnist").images
     for name, path, noise in (("broken", args.blur_gen, 0.002), ("perfect", args.blur_gen, 0.0),
                               ("hot", args.hot, 0.0)):
+        if not path:
+            continue
         model = load(path)
         t0 = time.perf_counter()
         x = generate_cold(restorer(model), model.process, range(args.n), shape, symmetry_noise=noise, progress=False)
@@ -91,9 +95,11 @@ def main():
         print(f"generation {name:8} FD {r['fd']:.3f} (floor {r['floor']['fd']:.3f})  P {r['precision']:.3f}  "
               f"R {r['recall']:.3f}", flush=True)
         gen["floor"] = {k: round(r["floor"][k], 5) for k in ("fd", "precision", "recall")}
-    result["generation"] = gen
-    save_grid(torch.cat([torch.cat([g, torch.ones(6, *g.shape[1:])]) for g in grids]), out / "generate.png", nrow=6)
-    result["time_ratio_T200_T50"] = round(time_ratio(load(args.blur)), 3)
+    if grids:
+        result["generation"] = gen
+        save_grid(torch.cat([torch.cat([g, torch.ones(6, *g.shape[1:])]) for g in grids]), out / "generate.png",
+                  nrow=6)
+    result["time_ratio_T200_T50"] = round(time_ratio(load(args.blur or args.mask or args.hot or args.blur_gen)), 3)
     print(f"trajectory time T=200 / T=50: {result['time_ratio_T200_T50']:.2f} (linear: 4)")
     print(json.dumps(result))
 

@@ -3,13 +3,15 @@ broken vs perfect symmetry vs hot (Gaussian) diffusion, and the cost of a trajec
 
     python bench/cold.py --blur RUN --mask RUN --blur-gen RUN --hot RUN [--n 500]
 
-Each part runs when its model is given (e.g. ``--mask RUN`` alone measures mask restoration only). RUNs are cold models trained on ``mnist-train`` (see docs/cold.md for the commands); restoration uses n random
-images of ``mnist-heldout`` and FD (shipped MNIST evaluation network) is against the whole held-out set.
+Each part runs when its model is given (``--mask RUN`` alone measures mask restoration only). RUNs are cold models
+trained on ``mnist-train`` (see docs/cold.md for the commands); restoration uses n random images of
+``mnist-heldout`` and FD (shipped MNIST evaluation network) is against the whole held-out set.
 Last line: one JSON object.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -68,7 +70,7 @@ def main():
     held = load_dataset("mnist-heldout").images
     real_feats = extract(net, held)[0]
     clean = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(0))[:args.n]]  # all classes
-    load = lambda path: Denoiser.from_pretrained(model_folder(path))  # noqa: E731
+    load = functools.cache(lambda path: Denoiser.from_pretrained(model_folder(path)))  # each model read once
     out = Path(args.out)
     # floor: the clean images themselves against the same reference (same n, same reference set)
     result = {"n": args.n, "floor_fd": round(frechet_distance(extract(net, clean)[0], real_feats), 4)}

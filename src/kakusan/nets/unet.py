@@ -26,6 +26,11 @@ PRESETS: dict[str, tuple[tuple[int, ...], int]] = {
     "l": ((64, 128, 256), 2),
 }
 
+# --time-conditioning name -> diffusers' resnet_time_scale_shift: how the (time + class) embedding enters each residual
+# block — "add": a bias (DDPM); "scale-shift": a per-channel scale and shift after the group norm (ADM's AdaGN;
+# Dhariwal & Nichol 2021, sec. 3).
+TIME_CONDITIONINGS = {"add": "default", "scale-shift": "scale_shift"}
+
 
 @dataclass
 class NetConfig:
@@ -41,16 +46,14 @@ class NetConfig:
     # diffusers' sinusoidal time embedding expects DDPM-like step indices (0..1000); EDM's c_noise = ln(sigma)/4 spans
     # only about [-1.6, 1.1], so it is stretched by this factor (DDPM models, fed step indices, use 1).
     c_noise_scale: float = 250.0
-    # How the (time + class) embedding enters each residual block: "add" (a bias, DDPM) or "scale-shift" (a per-channel
-    # scale and shift after the group norm, ADM's AdaGN; Dhariwal & Nichol 2021, sec. 3).
-    time_conditioning: str = "add"
+    time_conditioning: str = "add"  # a key of TIME_CONDITIONINGS
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise KakusanError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.cond_type not in ("none", "class", "tokens"):
             raise KakusanError(f"unknown conditioning {self.cond_type!r}; choose none, class or tokens")
-        if self.time_conditioning not in ("add", "scale-shift"):
+        if self.time_conditioning not in TIME_CONDITIONINGS:
             raise KakusanError(f"unknown time conditioning {self.time_conditioning!r}; choose add or scale-shift")
         if self.cond_type == "class" and self.num_classes < 1:
             raise KakusanError("class conditioning needs a data set with labels (num_classes >= 1)")
@@ -74,7 +77,7 @@ class UNetNet(nn.Module):
         channels, layers = config.block_out_channels, config.layers_per_block
         common = dict(sample_size=config.image_size, in_channels=config.channels, out_channels=config.channels,
                       block_out_channels=channels, layers_per_block=layers, norm_num_groups=8,
-                      resnet_time_scale_shift={"add": "default", "scale-shift": "scale_shift"}[config.time_conditioning])
+                      resnet_time_scale_shift=TIME_CONDITIONINGS[config.time_conditioning])
         n = len(channels)
         if config.cond_type == "tokens":
             self.token_embedding = nn.Embedding(config.vocab_size, config.token_dim)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from .. import KakusanError
 from ..cold import DEGRADATIONS
-from ..nets import PRESETS
+from ..nets import PRESETS, TIME_CONDITIONINGS
 
 PROCESS_NAMES = ("edm", "ddpm", *DEGRADATIONS)
 
@@ -62,7 +62,7 @@ class TrainConfig:
              f"unknown process {self.process!r}: choose one of {', '.join(PROCESS_NAMES)}"),
             (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
             (self.p_std > 0, "p_std must be > 0"),
-            (self.time_conditioning in ("add", "scale-shift"), "time conditioning must be add or scale-shift"),
+            (self.time_conditioning in TIME_CONDITIONINGS, "time conditioning must be add or scale-shift"),
             (self.steps is None or self.steps >= 1, "steps must be >= 1"),
             (not self.to_mean or self.process == "blur", "--to-mean applies to --process blur only"),
             (self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}"),

@@ -55,7 +55,9 @@ def build_process(config: TrainConfig, data: ImageDataset):
     if config.cold:
         return build_degradation(config.process, steps=config.steps, to_mean=config.to_mean,
                                  source=config.mix_source, images=data.images)
-    return EDMProcess(p_mean=config.p_mean, p_std=config.p_std) if config.process == "edm" else DDPMProcess(schedule=config.beta_schedule)
+    if config.process == "edm":
+        return EDMProcess(p_mean=config.p_mean, p_std=config.p_std)
+    return DDPMProcess(schedule=config.beta_schedule)
 
 
 def batch_indices(seed: int, n: int, batch: int, step: int) -> torch.Tensor:

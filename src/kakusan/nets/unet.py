@@ -54,7 +54,8 @@ class NetConfig:
         if self.cond_type not in ("none", "class", "tokens"):
             raise KakusanError(f"unknown conditioning {self.cond_type!r}; choose none, class or tokens")
         if self.time_conditioning not in TIME_CONDITIONINGS:
-            raise KakusanError(f"unknown time conditioning {self.time_conditioning!r}; choose add or scale-shift")
+            raise KakusanError(f"unknown time conditioning {self.time_conditioning!r}; choose "
+                               f"{' or '.join(TIME_CONDITIONINGS)}")
         if self.cond_type == "class" and self.num_classes < 1:
             raise KakusanError("class conditioning needs a data set with labels (num_classes >= 1)")
         channels, layers = PRESETS[self.preset]

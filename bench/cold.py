@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-from kakusan.cold import build_degradation, generate_cold, restorer, sample_alg2
+from kakusan.cold import build_degradation, restorer, sample_alg2
 from kakusan.cold.restore import restore_all
 from kakusan.data import load_dataset
-from kakusan.diffusion import Denoiser
+from kakusan.diffusion import Denoiser, generate
 from kakusan.metrics import load_featurenet
 from kakusan.metrics.restoration import rmse, ssim
 from kakusan.metrics.scores import evaluate, extract, frechet_distance
-from kakusan.pipeline import model_folder
-from kakusan.report import save_grid
+from kakusan.models import model_folder
+from kakusan.utils.images import save_grid
 
 
 def restoration(model, clean, real_feats, net, figure) -> dict:
@@ -48,7 +48,7 @@ def time_ratio(model, batch: int = 8) -> float:
     seconds = {}
     for T in (50, 200):
         d = build_degradation(model.process.kind, steps=T)
-        x = torch.zeros(batch, model.net_config.channels, model.net_config.image_size, model.net_config.image_size)
+        x = torch.zeros(batch, *model.image_shape)
         z = d.nuisance(x, torch.Generator().manual_seed(0))
         t0 = time.perf_counter()
         sample_alg2(restorer(model), d.apply(x, torch.full((batch,), T), z), d, T, z)
@@ -80,7 +80,6 @@ def main():
         result[kind] = restoration(load(getattr(args, kind)), clean, real_feats, net, out / f"restore-{kind}.png")
 
     gen, grids = {}, []
-    shape = tuple(clean.shape[1:])
     real_all = load_dataset("mnist").images
     for name, path, noise in (("broken", args.blur_gen, 0.002), ("perfect", args.blur_gen, 0.0),
                               ("hot", args.hot, 0.0)):
@@ -88,7 +87,7 @@ def main():
             continue
         model = load(path)
         t0 = time.perf_counter()
-        x = generate_cold(restorer(model), model.process, range(args.n), shape, symmetry_noise=noise, progress=False)
+        x = generate(model, range(args.n), symmetry_noise=noise, progress=False).clamp(-1, 1)
         seconds = time.perf_counter() - t0
         r = evaluate(net, x, real_all)
         grids.append(x[:36])

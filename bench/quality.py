@@ -17,7 +17,7 @@ from kakusan.data import load_dataset
 from kakusan.diffusion import Denoiser, generate
 from kakusan.metrics import evaluate, load_featurenet
 from kakusan.metrics.featurenet import SHIPPED
-from kakusan.pipeline import model_folder
+from kakusan.models import model_folder
 from kakusan.utils import io
 
 SETTINGS = {"heun7": ("heun", 4), "heun15": ("heun", 8), "heun35": ("heun", 18), "ddim50": ("ddim", 50)}

@@ -19,7 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kakusan.data import load_dataset
 from kakusan.diffusion.generate import generate
-from kakusan.train import TrainConfig, Trainer
+from kakusan.diffusion.training import Trainer
+from kakusan.train import TrainConfig
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
@@ -70,8 +71,8 @@ def rate(step, n: int, batch: int) -> float:
 def train_flops_per_image(trainer: Trainer, batch: int) -> float:
     x = torch.randn(batch, 1, 32, 32)
     with FlopCounterMode(display=False) as fc:
-        trainer.loss(x, torch.zeros(batch, dtype=torch.long), torch.Generator().manual_seed(0)).backward()
-    trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.objective.loss(x, torch.zeros(batch, dtype=torch.long), torch.Generator().manual_seed(0)).backward()
+    trainer.objective.optimizers["model"].zero_grad(set_to_none=True)
     return fc.get_total_flops() / batch
 
 
@@ -89,11 +90,11 @@ def main():
     images = load_dataset("mnist").images
     plain = plain_loop(dict(trainer.model.net.unet.config), images, args.batch)
     for _ in range(2):  # warm-up both
-        trainer.train_step()
+        trainer.one_step()
         plain()
     ours, ref = [], []
     for r in range(args.rounds):
-        ours.append(rate(trainer.train_step, args.steps, args.batch))
+        ours.append(rate(trainer.one_step, args.steps, args.batch))
         ref.append(rate(plain, args.steps, args.batch))
         print(f"round {r + 1}: kakusan {ours[-1]:.1f} img/s, plain {ref[-1]:.1f} img/s", flush=True)
     train_img_s, plain_img_s = statistics.median(ours), statistics.median(ref)

@@ -23,6 +23,21 @@ def test_help(cmd):
     assert r.exit_code == 0 and "Usage" in r.output
 
 
+def test_help_keeps_the_defaults_in_square_brackets():
+    r = invoke("train", "--help")
+    assert "[50]" in r.output and "[0.05,0.10]" in r.output  # not eaten as markup
+
+
+def test_library_errors_reach_the_user_as_one_line_and_bugs_keep_their_traceback(monkeypatch, tmp_path):
+    import kakusan.sampling
+
+    def bug(*a, **k):
+        raise ValueError("an internal bug")
+    monkeypatch.setattr(kakusan.sampling, "sample_to_folder", bug)
+    r = invoke("sample", "mnist-s", "--out", tmp_path / "o")
+    assert r.exit_code == 1 and isinstance(r.exception, ValueError)  # not reported as the user's fault
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
@@ -60,7 +75,7 @@ def test_sampling_into_a_nonempty_folder_fails_and_keeps_it(run, tmp_path):
 def test_training_into_an_existing_run_fails_and_keeps_it(run):
     before = tree_bytes(run)
     r = invoke("train", "--out", run, *TINY)
-    assert r.exit_code != 0 and "--resume" in r.output
+    assert r.exit_code != 0 and "resume it" in r.output
     assert tree_bytes(run) == before
 
 
@@ -100,4 +115,4 @@ def test_resume_extends_a_run(run, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(invoke("info", copy).output)["images_seen"] == 48
     r = invoke("train", "--out", copy, "--resume", "--preset", "s")
-    assert r.exit_code == 2 and "only --kimg" in r.output
+    assert r.exit_code == 2 and "only kimg and minutes" in r.output

@@ -53,7 +53,47 @@ def test_cfg_batches_both_halves_into_one_call_and_matches_two_calls():
     counted = lambda x, s, c: calls.append(x.shape[0]) or model(x, s, c)  # noqa: E731
     x, cond, sigma = torch.randn(3, 1, 16, 16), torch.tensor([1, 2, 3]), torch.tensor(1.3)
     with torch.no_grad():
-        batched = make_guided(counted, None, 2.5, null_cond=model.null_cond)(cond)(x, sigma)
+        batched = make_guided(counted, None, 2.5, null_cond=model.null_like)(cond)(x, sigma)
         d_main, d_null = model(x, sigma, cond), model(x, sigma, model.null_cond(3))
     assert calls == [6]
     assert torch.allclose(batched, d_null + 2.5 * (d_main - d_null), atol=1e-5)
+
+
+def test_autoguidance_loads_the_guide_and_combines_the_two_denoisers():
+    from kakusan.diffusion import Denoiser
+    from kakusan.guidance import guide_from_spec
+
+    main, guide = Denoiser.from_pretrained("mnist-s"), Denoiser.from_pretrained("mnist-xs-guide", ema=0.05)
+    make = guide_from_spec(main, "mnist-xs-guide", 2.0, interval=(0.5, 10.0), guide_ema=0.05)
+    x, cond = torch.randn(2, 1, 32, 32), torch.tensor([3, 8])
+    with torch.no_grad():
+        inside = make(cond)(x, torch.tensor(2.0))
+        outside = make(cond)(x, torch.tensor(20.0))
+        d_main, d_guide = main(x, 2.0, cond), guide(x, 2.0, cond)
+        assert torch.allclose(inside, d_guide + 2.0 * (d_main - d_guide), atol=1e-5)
+        assert torch.equal(outside, main(x, 20.0, cond))
+    assert guide_from_spec(main, None, 1.0) is None
+
+
+def test_a_guide_that_does_not_match_the_main_model_is_refused(tmp_path):
+    import pytest
+
+    from kakusan import KakusanError
+    from kakusan.cold import build_degradation
+    from kakusan.diffusion import Denoiser
+    from kakusan.diffusion.process import EDMProcess
+    from kakusan.guidance import guide_from_spec
+    from kakusan.nets import NetConfig
+
+    main = Denoiser.from_pretrained("mnist-s")
+    Denoiser.create(NetConfig(preset="xs", image_size=32, cond_type="class", num_classes=3),
+                    EDMProcess()).save_pretrained(tmp_path / "three-classes")
+    with pytest.raises(KakusanError, match="does not match"):
+        guide_from_spec(main, tmp_path / "three-classes", 2.0)
+    with pytest.raises(KakusanError, match="needs a guide"):
+        guide_from_spec(main, None, 2.0)
+    with pytest.raises(KakusanError, match="interval"):
+        guide_from_spec(main, "uncond", 2.0, interval=(3.0, 1.0))
+    cold = Denoiser.create(NetConfig(preset="xs", image_size=32), build_degradation("mask", steps=4))
+    with pytest.raises(KakusanError, match="not defined for a mask model"):
+        guide_from_spec(cold, "uncond", 2.0)

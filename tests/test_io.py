@@ -56,4 +56,6 @@ def test_save_and_load_pretrained_without_pickle(tmp_path, monkeypatch):
         assert torch.equal(raw.net.state_dict()[k], v)
         assert torch.equal(averaged.net.state_dict()[k], v + 1)
     assert averaged.info["class_names"] == ["a", "b", "c"]
-    assert sorted(p.suffix for p in (tmp_path / "m").iterdir()) == [".json", ".safetensors", ".safetensors"]
+    files = sorted(str(p.relative_to(tmp_path / "m")) for p in (tmp_path / "m").rglob("*") if p.is_file())
+    assert files == ["config.json", "unet/config.json", "unet/diffusion_pytorch_model.raw.safetensors",
+                     "unet/diffusion_pytorch_model.safetensors"]  # the default weights: the longest EMA

@@ -1,4 +1,6 @@
 """Quality metrics: zero on identical sets, monotone in added noise, a floor on disjoint real halves."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,14 @@ def test_evaluate_reports_floor_and_class_accuracy(net, mnist):
     assert wrong["class_acc"] < 0.05
 
 
+def test_evaluate_does_not_warn_about_torchmetrics_feature_buffers_and_the_filter_stays_local(net, mnist, recwarn):
+    buffer_warnings = lambda: [w for w in recwarn if "will save all extracted features" in str(w.message)]  # noqa: E731
+    evaluate(net, mnist.images[4000:4020], mnist.images[:4000])  # scores and floor: two FDs and two KIDs
+    assert buffer_warnings() == []
+    warnings.warn("Metric `Kernel Inception Distance` will save all extracted features in buffer.", UserWarning)
+    assert len(buffer_warnings()) == 1  # silenced where the metrics are made, not by a global filter
+
+
 def test_eval_cli_on_npz_and_errors(tmp_path, mnist):
     from typer.testing import CliRunner
 
@@ -83,4 +93,4 @@ def test_eval_cli_on_npz_and_errors(tmp_path, mnist):
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--n", "3000"])
     assert r.exit_code == 0  # n is capped at the number of samples
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--feature-net", "inception"])
-    assert r.exit_code == 2 and "--weights" in r.output
+    assert r.exit_code == 2 and "weights" in r.output

@@ -1,11 +1,13 @@
 """Every sampler, given the exact denoiser of Gaussian and Gaussian-mixture data, reproduces that data's moments."""
+import math
+
 import pytest
 import torch
 
 from kakusan.diffusion import schedules
 from kakusan.diffusion.exact import GaussianMixture
 from kakusan.diffusion.process import DDPMProcess
-from kakusan.diffusion.samplers import PerSampleNoise, sample_ddim, sample_ddpm, sample_euler, sample_heun
+from kakusan.diffusion.samplers import sample_ddim, sample_ddpm, sample_euler, sample_heun
 
 N = 4000
 GAUSS = GaussianMixture([1.0], [[0.4, -0.3]], [[[0.25, 0.12], [0.12, 0.16]]])
@@ -24,39 +26,96 @@ CASES = {
 }
 
 
-def run(data: GaussianMixture, case: str) -> torch.Tensor:
-    sampler, make_sigmas, kwargs = CASES[case]
+def run(data: GaussianMixture, case: str, sampler=None) -> torch.Tensor:
+    """Sample ``data`` with the exact denoiser, on the grid and options of ``case`` (by default its own sampler)."""
+    case_sampler, make_sigmas, kwargs = CASES[case]
     sigmas = make_sigmas()
     g = torch.Generator().manual_seed(0)
     noise = lambda like: torch.randn(like.shape, generator=g, dtype=like.dtype)  # noqa: E731
     x = float(sigmas[0]) * noise(torch.empty(N, 2, dtype=torch.float64))
-    return sampler(data.denoise, x, sigmas, noise=noise, **kwargs)
+    return (sampler or case_sampler)(data.denoise, x, sigmas, noise=noise, **kwargs)
+
+
+def moments_match(data: GaussianMixture, x: torch.Tensor) -> bool:
+    """The moment check of every sampler test: mean within 0.03, covariance within 0.02 + 8 %."""
+    return (torch.allclose(x.mean(0), data.mean, atol=0.03)
+            and torch.allclose(torch.cov(x.T), data.cov, atol=0.02, rtol=0.08))
+
+
+def moments(x: torch.Tensor) -> str:
+    return f"mean {x.mean(0).tolist()}, cov {torch.cov(x.T).tolist()}"
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_gaussian_moments(case):
     x = run(GAUSS, case)
-    assert torch.allclose(x.mean(0), GAUSS.mean, atol=0.03)
-    assert torch.allclose(torch.cov(x.T), GAUSS.cov, atol=0.02, rtol=0.08)
+    assert moments_match(GAUSS, x), moments(x)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_mixture_moments_and_mode_weights(case):
     x = run(MIXTURE, case)
-    assert torch.allclose(x.mean(0), MIXTURE.mean, atol=0.03)
-    assert torch.allclose(torch.cov(x.T), MIXTURE.cov, atol=0.02, rtol=0.08)
+    assert moments_match(MIXTURE, x), moments(x)
     share = MIXTURE.responsibilities(x).argmax(1).bincount(minlength=2).double() / N
     assert torch.allclose(share, MIXTURE.weights, atol=0.03)
 
 
-def test_a_wrong_denoiser_fails_the_moment_check():
-    """The tolerance above is tight enough to catch a sampler bug such as a missing Heun correction on a bad grid."""
-    sigmas = schedules.karras_sigmas(4, 0.002, 80)
-    noise = PerSampleNoise(range(N))
-    x = float(sigmas[0]) * noise(torch.empty(N, 2, dtype=torch.float64))
-    shrunk = lambda x, s: 0.8 * GAUSS.denoise(x, s)  # noqa: E731
-    out = sample_heun(shrunk, x, sigmas, noise=noise)
-    assert not torch.allclose(torch.cov(out.T), GAUSS.cov, atol=0.02, rtol=0.08)
+# Deliberately broken samplers, each one bug away from the real one, for the test below.
+
+def heun_without_correction(denoise, x, sigmas, *, noise=None):
+    """Bug: Heun's second-order correction left out, i.e. Euler steps where Heun is claimed."""
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        d = (x - denoise(x, x.new_tensor(sigma))) / sigma
+        x = x + (sigma_next - sigma) * d
+    return x
+
+
+def ddim_with_sigma_for_sigma_next(denoise, x, sigmas, *, noise=None):
+    """Bug: the coefficient of eps_hat is the current sigma instead of sigma_next (each step returns its input)."""
+    for sigma in sigmas[:-1].tolist():
+        x0_hat = denoise(x, x.new_tensor(sigma))
+        x = x0_hat + sigma * (x - x0_hat) / sigma
+    return x
+
+
+def ddim_with_vp_coefficient(denoise, x, sigmas, *, noise=None):
+    """Bug: eps_hat scaled by the VP-space coefficient sqrt(1 - alpha_bar_next) = sigma_next / sqrt(1 + sigma_next^2)
+    in the sigma view, where the division by sqrt(alpha_bar_next) makes it sigma_next."""
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        x0_hat = denoise(x, x.new_tensor(sigma))
+        x = x0_hat + sigma_next / math.sqrt(1 + sigma_next**2) * (x - x0_hat) / sigma
+    return x
+
+
+def ddim_eta_without_shrinking(denoise, x, sigmas, *, eta, noise):
+    """Bug: fresh noise of std sigma_up is added, but eps_hat keeps the coefficient sigma_next instead of
+    sqrt(sigma_next^2 - sigma_up^2), so the variance at each level is too large."""
+    for sigma, sigma_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        x0_hat = denoise(x, x.new_tensor(sigma))
+        sigma_up = eta * sigma_next * math.sqrt(max(1 - sigma_next**2 / sigma**2, 0.0))
+        x = x0_hat + sigma_next * (x - x0_hat) / sigma + sigma_up * noise(x)
+    return x
+
+
+BROKEN = {  # bug: (the case whose grid and options it runs on, the broken sampler)
+    "heun_without_correction": ("heun", heun_without_correction),
+    "ddim_with_sigma_for_sigma_next": ("ddim", ddim_with_sigma_for_sigma_next),
+    "ddim_with_vp_coefficient": ("ddim", ddim_with_vp_coefficient),
+    "ddim_eta_without_shrinking": ("ddim_eta", ddim_eta_without_shrinking),
+}
+
+
+@pytest.mark.parametrize("data", [GAUSS, MIXTURE], ids=["gauss", "mixture"])
+@pytest.mark.parametrize("bug", list(BROKEN))
+def test_moment_check_rejects_a_broken_sampler_that_the_real_one_passes_on_the_same_grid(bug, data):
+    """The tolerance of the moment check is tight enough to catch a *sampler* bug: with the exact denoiser and on the
+    same grid, the real sampler passes it and a sampler one bug away from it fails (e.g. Euler where Heun is claimed on
+    the 18-step grid, which is too coarse for Euler)."""
+    case, broken = BROKEN[bug]
+    real = run(data, case)
+    assert moments_match(data, real), moments(real)
+    wrong = run(data, case, sampler=broken)
+    assert not moments_match(data, wrong), moments(wrong)
 
 
 def test_ddim_matches_diffusers_scheduler():

@@ -29,7 +29,7 @@ def test_shipped_size_budget():
 @pytest.mark.parametrize("name", MODELS)
 def test_shipped_models_load_and_agree_on_conditioning(name):
     m = Denoiser.from_pretrained(name)
-    assert m.net_config.cond_type == "class" and m.net_config.num_classes == 10
+    assert m.cond_type == "class" and m.num_classes == 10
     assert m.info["ema_stds"] and m.info["images_seen"] > 0
 
 

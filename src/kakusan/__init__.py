@@ -2,7 +2,7 @@
 
 The one idea everything shares is a *denoiser* ``D(x, sigma, cond) -> x0_hat`` (Karras et al. 2022, eq. 7).
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class KakusanError(ValueError):

@@ -10,7 +10,8 @@ import typer
 
 from . import KakusanError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: help texts are plain, so "[default]" in square brackets is shown, not eaten as markup
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="kakusan (拡散): train, sample, guide, distil and probe diffusion models.")
 
 
@@ -23,11 +24,19 @@ def _floats(text: str | None) -> list[float] | None:
         raise KakusanError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _pair(text: str | None, flag: str) -> tuple[float, float] | None:
+    values = _floats(text)
+    if values is not None and len(values) != 2:
+        raise KakusanError(f"{flag} takes LO,HI (got {text!r})")
+    return tuple(values) if values else None
+
+
 def _run(fn):
-    """Run ``fn``; user errors (bad paths, options, data) print one clear line and exit with code 2."""
+    """Run ``fn``; user errors (bad paths, options, data: :class:`KakusanError`) print one clear line and exit with
+    code 2. Anything else is a bug and keeps its traceback."""
     try:
         return fn()
-    except (KakusanError, ValueError, FileNotFoundError) as e:
+    except KakusanError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
 
@@ -69,11 +78,13 @@ def train(
     sample_kimg: Optional[float] = typer.Option(None, help="Write a sample grid every N kimg [10]."),
     snapshot_kimg: Optional[str] = typer.Option(None, help="Keep model snapshots at these kimg, e.g. 3.1,50."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    log_with: Optional[str] = typer.Option(None, help="Also log to an accelerate tracker, e.g. tensorboard "
+                                           "(needs that package installed) [off]."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Train a denoiser; writes checkpoint/, snapshots/, samples/, metrics.jsonl and loss.png into the run folder."""
-    from .train import TrainConfig, Trainer
-    from .utils import io
+    from .diffusion.training import Trainer
+    from .train import TrainConfig
 
     given = {k: v for k, v in dict(
         data=data, image_size=image_size, channels=channels, preset=preset, time_conditioning=time_conditioning,
@@ -81,22 +92,15 @@ def train(
         p_mean=p_mean, p_std=p_std, loss=loss, cond=cond, batch_size=batch_size, kimg=kimg, minutes=minutes, lr=lr,
         warmup_kimg=warmup_kimg, lr_decay_kimg=lr_decay_kimg, grad_clip=grad_clip, label_dropout=label_dropout,
         ema_stds=_floats(ema), precision=precision, channels_last=channels_last, compile=compile, seed=seed,
-        checkpoint_kimg=checkpoint_kimg, sample_kimg=sample_kimg, snapshot_kimg=_floats(snapshot_kimg)).items()
-        if v is not None}
+        checkpoint_kimg=checkpoint_kimg, sample_kimg=sample_kimg, snapshot_kimg=_floats(snapshot_kimg),
+        log_with=log_with).items() if v is not None}
 
     def go():
         if resume:
-            stored = out / "train_config.json"
-            if not stored.is_file():
-                raise KakusanError(f"nothing to resume: {out} has no train_config.json")
-            changed = set(given) - {"kimg", "minutes"}
-            if changed:
-                raise KakusanError(f"with --resume only --kimg and --minutes may change (got {sorted(changed)})")
-            config = TrainConfig.from_dict({**io.read_json(stored), "minutes": None, **given})
+            trainer = Trainer.resume(out, progress=progress, **given)
         else:
-            config = TrainConfig(**given)
-        summary = Trainer(config, out, resume=resume, progress=progress).train()
-        typer.echo(json.dumps(summary))
+            trainer = Trainer(TrainConfig(**given), out, progress=progress)
+        typer.echo(json.dumps(trainer.train()))
 
     _run(go)
 
@@ -106,12 +110,13 @@ def sample(
     model: str = typer.Argument(..., help="Model folder (a run's checkpoint/ or snapshot) or shipped model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),
     n: int = typer.Option(64, "--n", "-n", help="Number of images."),
-    sampler: str = typer.Option("heun", help="heun | euler | ddim | ddpm."),
+    sampler: Optional[str] = typer.Option(None, help="heun | euler | ddim | ddpm; cold models: alg2 | alg1 "
+                                          "[the model's own: heun, or alg2 for a cold model]."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps [from --nfe]."),
     nfe: int = typer.Option(35, help="Network evaluations, if --steps is not given (Heun: steps = (nfe+1)/2)."),
     schedule: str = typer.Option("auto", help="auto | karras | uniform (DDPM discrete steps)."),
-    eta: float = typer.Option(0.0, help="DDIM eta (0 deterministic, 1 ancestral)."),
-    churn: float = typer.Option(0.0, help="EDM S_churn for euler/heun."),
+    eta: Optional[float] = typer.Option(None, help="DDIM eta (0 deterministic, 1 ancestral) [0]."),
+    churn: Optional[float] = typer.Option(None, help="EDM S_churn for euler/heun [0]."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
     label: Optional[str] = typer.Option(None, help="Class(es) to draw, comma-separated; default: cycle all classes."),
     ema: str = typer.Option("auto", help="EMA length to load (e.g. 0.1), 'raw' or 'auto' (longest)."),
@@ -120,22 +125,19 @@ def sample(
     guidance: float = typer.Option(1.0, help="Guidance weight w (1 = no guidance)."),
     interval: Optional[str] = typer.Option(None, help="Guidance interval in sigma: LO,HI (guide only in (LO, HI])."),
     guide_ema: str = typer.Option("auto", help="EMA length of the guide model."),
-    symmetry_noise: float = typer.Option(0.002, help="Cold models: noise std added once to x_T (0 = perfect "
-                                         "symmetry)."),
+    symmetry_noise: Optional[float] = typer.Option(None, help="Cold models: noise std added once to x_T (0 = "
+                                                   "perfect symmetry) [0.002]."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds). Cold models
     (blur --to-mean, mix, noise) generate from their degraded prior by Algorithm 2."""
-    from .pipeline import sample_to_folder
+    from .sampling import sample_to_folder
 
     def go():
-        lo_hi = _floats(interval)
-        if lo_hi is not None and len(lo_hi) != 2:
-            raise KakusanError(f"--interval takes LO,HI (got {interval!r})")
         typer.echo(json.dumps(sample_to_folder(
             model, out, n=n, sampler=sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn,
             seed=seed, labels=label, ema=ema, batch_size=batch_size, progress=progress, guide=guide,
-            guidance=guidance, interval=tuple(lo_hi) if lo_hi else None, guide_ema=guide_ema,
+            guidance=guidance, interval=_pair(interval, "--interval"), guide_ema=guide_ema,
             symmetry_noise=symmetry_noise)))
 
     _run(go)
@@ -155,25 +157,15 @@ def restore(
     """Degrade clean images and restore them by each method; writes strip.png (rows: clean / degraded / direct /
     Algorithm 1 / Algorithm 2) and restored.npz."""
     from .cold.restore import restore_to_folder
-    from .data import load_dataset
-    from .diffusion import Denoiser
-    from .pipeline import model_folder
 
-    def go():
-        if n < 1:
-            raise KakusanError("--n must be >= 1")
-        den = Denoiser.from_pretrained(model_folder(model), ema=ema)
-        cfg = den.net_config
-        clean = load_dataset(data, cfg.image_size, cfg.channels).images[:n]
-        typer.echo(json.dumps(restore_to_folder(den, out, clean, t=t, seed=seed, progress=progress)))
-
-    _run(go)
+    _run(lambda: typer.echo(json.dumps(restore_to_folder(model, out, data=data, n=n, t=t, seed=seed, ema=ema,
+                                                          progress=progress))))
 
 
 @app.command()
 def info(model: str = typer.Argument(..., help="Model folder, run folder or shipped model name.")):
     """Show a checkpoint's configuration, images seen, EMA lengths and size."""
-    from .pipeline import describe
+    from .models import describe
 
     _run(lambda: typer.echo(json.dumps(describe(model), indent=2)))
 
@@ -187,13 +179,24 @@ def export(
     note: Optional[str] = typer.Option(None, help="Free text for the card (e.g. measured metrics)."),
 ):
     """Write a compact, shippable copy of a model: config.json, the chosen EMA weights and card.json."""
-    from .pipeline import export_model
+    from .models import export_model
 
     def go():
         card = {k: v for k, v in {"command": command, "note": note}.items() if v}
         typer.echo(str(export_model(model, out, emas=_floats(ema), card=card)))
 
     _run(go)
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="A model folder written by kakusan 0.1 (config.json + model.safetensors)."),
+    dst: Path = typer.Argument(..., help="New folder for the same model in the current layout."),
+):
+    """Rewrite a kakusan 0.1 model folder in the current layout (diffusers' unet/ sub-folder); same samples."""
+    from .models import convert_legacy
+
+    _run(lambda: typer.echo(str(convert_legacy(src, dst))))
 
 
 @app.command()
@@ -207,7 +210,7 @@ def report(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Sample a class-conditional grid and write a one-page HTML report with metrics beside the real-vs-real floor."""
-    from .pipeline import sample_report
+    from .report.sample_report import sample_report
 
     def go():
         r = sample_report(model, out, n=n, nfe=nfe, seed=seed, ema=ema, progress=progress)
@@ -227,7 +230,7 @@ def eval_(
     seed: int = typer.Option(0, help="Seed of the real-set split and KID subsets."),
 ):
     """Score samples: FD, KID, precision/recall, class accuracy — next to the real-vs-real floor at the same n."""
-    from .pipeline import evaluate_samples
+    from .metrics.evaluate import evaluate_samples
 
     def go():
         r = evaluate_samples(samples, ref, n=n, feature_net=feature_net, weights=weights, seed=seed)
@@ -238,6 +241,9 @@ def eval_(
             typer.echo(f"{key:12}{r[key]:10.4f}{f[key]:10.4f}")
         if "class_acc" in r:
             typer.echo(f"{'class_acc':12}{r['class_acc']:10.4f}")
+        if min(r["kid"], f["kid"]) < 0:
+            typer.echo("note: KID is an unbiased estimate, so it can fall below 0 when two sets are closer than its "
+                       "sampling noise (kid_std); read a negative KID as 0.")
         typer.echo(json.dumps(r))
 
     _run(go)
@@ -297,9 +303,8 @@ def guidance_sweep(
                 raise KakusanError(f"--guide takes NAME=GUIDE (got {spec!r})")
             name, g = spec.split("=", 1)
             guides[name] = g
-        lo_hi = _floats(interval)
         r = sweep(model, guides, _floats(w), out, n=n, nfe=nfe, seed=seed, ema=ema, guide_ema=guide_ema,
-                  interval=tuple(lo_hi) if lo_hi else None, progress=progress)
+                  interval=_pair(interval, "--interval"), progress=progress)
         for name, rows in r["rows"].items():
             typer.echo(f"{name}: best w = {r['best_w'][name]:g}")
             for row in rows:
@@ -326,12 +331,7 @@ def train_featurenet(
     """Train the MNIST evaluation network on a fixed 4,000 / 1,000 split; prints its held-out accuracy."""
     from .metrics import train_featurenet as train
 
-    def go():
-        if (out / "featurenet.safetensors").exists():
-            raise KakusanError(f"{out} already holds an evaluation network; choose another --out")
-        typer.echo(json.dumps(train(out, seed=seed, epochs=epochs, progress=progress)))
-
-    _run(go)
+    _run(lambda: typer.echo(json.dumps(train(out, seed=seed, epochs=epochs, progress=progress))))
 
 
 def main():  # pragma: no cover

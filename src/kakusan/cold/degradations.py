@@ -15,7 +15,7 @@ operators (the reference code re-applies t small operators per call, which makes
   another data set, or Gaussian noise for :class:`Noise`, the "hot" baseline.
 
 The restorer R(x_t, t) ~ x0 is the core's preconditioned network with c_skip = 0, c_out = c_in = 1 (R predicts x0
-directly, as in the paper) and c_noise = t / T.
+directly, as in the paper) and c_noise = t / T in the network's time units.
 """
 from __future__ import annotations
 
@@ -26,14 +26,21 @@ import torch
 import torch.nn.functional as F
 
 from .. import KakusanError
-from ..diffusion.process import ForwardProcess, per_sample, register_process
+from ..diffusion.process import TIME_UNITS, ForwardProcess, per_sample, register_process
+
+
+SYMMETRY_NOISE = 0.002  # std of the noise added once to a flat prior x_T ("broken symmetry", Bansal et al. sec. 5.2)
 
 
 class Degradation(ForwardProcess):
-    """Common part of the cold processes: uniform integer severities, R = F, an optional nuisance."""
+    """Common part of the cold processes: uniform integer severities, R = F, an optional nuisance. Sampling walks the
+    integer grid T, T-1, ..., 0 with Algorithm 2 (default) or 1; generation starts from :meth:`draw_prior`, which
+    only the generative degradations define."""
 
-    gaussian = False
     steps: int = 1
+    default_sampler = "alg2"
+    generative = False  # can x_T be drawn without a clean image?
+    score_based = False  # R(x_t, t) ~ x0 of a deterministic degradation is no score: guidance does not apply
 
     def sample_t(self, batch, generator=None, device=None):
         # t ~ U{1..T}
@@ -59,15 +66,24 @@ class Degradation(ForwardProcess):
 
     def precondition(self, t):
         one = torch.ones_like(t)
-        return torch.zeros_like(t), one, one, t / self.steps
+        return torch.zeros_like(t), one, one, t / self.steps * TIME_UNITS
 
-    @property
-    def sigma_min(self):
-        return 0.0
+    # --- sampling ------------------------------------------------------------------------------------------------
+    def sampler(self, name):
+        from .sampling import generation_sampler
 
-    @property
-    def sigma_max(self):
-        return float(self.steps)
+        return generation_sampler(self, name)
+
+    def sampling_grid(self, sampler, steps, schedule="auto", rho=7.0):
+        """Every integer severity T, T-1, ..., 0 (a cold model is always run over its own T steps)."""
+        return torch.arange(self.steps, -1, -1, dtype=torch.float64)
+
+    def draw_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """One fully degraded x_T (1, C, H, W) drawn without a clean image."""
+        raise KakusanError(f"generation is defined for blur (to mean), mix and noise models, not {self.kind!r}")
+
+    def prior(self, noise, shape, grid, device=None):
+        return torch.cat([self.draw_prior(shape, g) for g in noise.generators]).to(device)
 
     def to_config(self):
         return {"kind": self.kind, **asdict(self)}
@@ -99,7 +115,7 @@ class Blur(Degradation):
     std: float = 1.0
     growth: float = 1.0
     to_mean: bool = False
-    prior: dict | None = None  # Gaussian mixture of the per-image channel means, fitted on the data (generation)
+    prior_fit: dict | None = None  # Gaussian mixture of the per-image channel means, fitted on the data (generation)
     kind = "blur"
 
     def step_variances(self) -> torch.Tensor:
@@ -116,6 +132,20 @@ class Blur(Degradation):
 
     def apply(self, x0, t, z=None):
         return gaussian_blur(x0, self.cumulative_variance(_steps_of(t, self.steps)))
+
+    @property
+    def generative(self) -> bool:
+        return self.to_mean and self.prior_fit is not None
+
+    def draw_prior(self, shape, generator):
+        """A flat image of one colour drawn from the fitted mixture of per-image channel means."""
+        if not self.generative:
+            raise KakusanError("generation from blur needs a blur-to-mean model with a fitted prior "
+                               "(trained with process 'blur' and to_mean)")
+        from .sampling import sample_flat_prior
+
+        colour = sample_flat_prior(self.prior_fit, 1, generator)
+        return colour[:, :, None, None].expand(1, *shape).contiguous()
 
     def apply_step(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """The i-th per-step operator alone (for checking the closed form against the composition)."""
@@ -266,6 +296,13 @@ class Mix(Degradation):
     steps: int = 50
     source: str = "digits"
     kind = "mix"
+    generative = True
+
+    def draw_prior(self, shape, generator):
+        """x_T = D(0, T; z): the image mixed in (or the noise), with nothing left of x0."""
+        zeros = torch.zeros(1, *shape)
+        z = self.nuisance(zeros, generator)
+        return self.apply(zeros, torch.full((1,), self.steps), z)
 
     def coefficients(self, t: torch.Tensor, like: torch.Tensor):
         abar = cosine_abar(_steps_of(t, self.steps), self.steps).to(like.device)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .. import KakusanError
 from ..utils import io
 from .degradations import Degradation
-from .sampling import RESTORERS, _t, restorer
+from .sampling import RESTORERS, _t, restorer, sample_alg2
 
 
 @torch.no_grad()
@@ -21,10 +21,10 @@ def restore_all(model, clean: torch.Tensor, *, t: int | None = None, seed: int =
     Returns {"clean", "degraded", method: images}, all clamped to [-1, 1]."""
     d = model.process
     if not isinstance(d, Degradation):
-        raise KakusanError("restoration needs a cold model (trained with --process blur|pixelate|mask|...)")
+        raise KakusanError(f"restoration needs a cold model (a degradation such as blur or mask), not {d.kind!r}")
     t = d.steps if t is None else t
     if not 1 <= t <= d.steps:
-        raise KakusanError(f"--t must be in 1..{d.steps}")
+        raise KakusanError(f"t must be in 1..{d.steps}")
     z = d.nuisance(clean, torch.Generator().manual_seed(seed))
     degraded = d.apply(clean, _t(t, clean), z)
     R = restorer(model)
@@ -38,15 +38,31 @@ def restore_all(model, clean: torch.Tensor, *, t: int | None = None, seed: int =
     return out
 
 
-def restore_to_folder(model, out: str | Path, clean: torch.Tensor, *, t: int | None = None, seed: int = 0,
-                      progress: bool = True) -> dict:
-    """strip.png (one column per image) and restored.npz with every row."""
-    from ..report import save_grid
+@torch.no_grad()
+def restoration_preview(model, clean: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Algorithm-2 restorations of ``clean`` degraded to T (the training preview of a restorer)."""
+    d = model.process
+    z = d.nuisance(clean, torch.Generator().manual_seed(seed))
+    return sample_alg2(restorer(model), d.apply(clean, _t(d.steps, clean), z), d, d.steps, z).clamp(-1, 1)
+
+
+def restore_to_folder(model, out: str | Path, *, data: str = "mnist-heldout", n: int = 8, t: int | None = None,
+                      seed: int = 0, ema="auto", progress: bool = True) -> dict:
+    """Restore the first ``n`` images of ``data`` with ``model`` (a cold model: folder, run or shipped name) by every
+    method; writes strip.png (one column per image) and restored.npz with every row."""
+    from ..data import load_dataset
+    from ..diffusion.denoiser import Denoiser
+    from ..utils.images import save_grid
 
     out = io.require_empty_output(out)
-    rows = restore_all(model, clean, t=t, seed=seed, progress=progress)
+    if n < 1:
+        raise KakusanError("n must be >= 1")
+    den = Denoiser.from_pretrained(model, ema=ema)
+    C, H, W = den.image_shape
+    clean = load_dataset(data, H, C).images[:n]
+    rows = restore_all(den, clean, t=t, seed=seed, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     save_grid(torch.cat(list(rows.values())), out / "strip.png", nrow=len(clean))
     np.savez_compressed(out / "restored.npz", **{k: v.numpy() for k, v in rows.items()})
     return {"out": str(out), "strip": str(out / "strip.png"), "rows": list(rows), "n": len(clean),
-            "t": model.process.steps if t is None else t}
+            "t": den.process.steps if t is None else t}

@@ -4,9 +4,9 @@
 * :func:`sample_alg1`    — Algorithm 1: x_{s-1} = D(R(x_s, s), s - 1).
 * :func:`sample_alg2`    — Algorithm 2: x_{s-1} = x_s - D(x0_hat, s) + D(x0_hat, s - 1); for D(x, s) ~ x + s e the
   error of R cancels to first order, which is why it works for degradations where Algorithm 1 fails.
-* :func:`generate_cold`  — generation from the fully degraded prior: a flat colour drawn from a Gaussian mixture of the
-  data's per-image channel means (blur), or the mixed-in source / Gaussian noise (mix, noise), plus an optional small
-  noise added once ("broken symmetry"), then Algorithm 2.
+* generation from the fully degraded prior (:func:`generation_sampler`, run by the core's ``generate``): a flat
+  colour drawn from a Gaussian mixture of the data's per-image channel means (blur), or the mixed-in source / Gaussian
+  noise (mix, noise), plus an optional small noise added once ("broken symmetry"), then Algorithm 2.
 
 A restorer is any callable ``R(x, t)`` with a per-sample t (B,); :func:`restorer` binds a Denoiser and condition.
 Each sampler is a short function of (R, x, degradation, t, z) in the style of the core samplers.
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import KakusanError
-from .degradations import Blur, Degradation, Mix
+from .degradations import SYMMETRY_NOISE, Degradation
 
 Restorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -89,51 +89,16 @@ def sample_flat_prior(prior: dict, n: int, generator: torch.Generator) -> torch.
     return (mu[k] + (L[k] @ eps[:, :, None])[..., 0]).float()
 
 
-def degraded_prior(degradation: Degradation, n: int, shape: tuple, generator: torch.Generator) -> tuple:
-    """x_T and its nuisance z for generation."""
-    C, H, W = shape
-    if isinstance(degradation, Blur):
-        if not (degradation.to_mean and degradation.prior):
-            raise KakusanError("generation from blur needs a blur-to-mean model with a fitted prior "
-                               "(train with --process blur-generate)")
-        colours = sample_flat_prior(degradation.prior, n, generator)
-        return colours[:, :, None, None].expand(n, C, H, W).contiguous(), None
-    if isinstance(degradation, Mix):
-        z = degradation.nuisance(torch.zeros(n, C, H, W), generator)
-        return degradation.apply(torch.zeros(n, C, H, W), _t(degradation.steps, z), z), None
-    raise KakusanError(f"generation is defined for blur (to mean), mix and noise, not {degradation.kind!r}")
+def generation_sampler(degradation: Degradation, name: str):
+    """Algorithm ``name`` as a core sampler ``(denoise, x_T, grid, *, noise, progress, symmetry_noise)`` over the
+    grid T..0 of :meth:`Degradation.sampling_grid`; ``symmetry_noise`` (std, drawn from ``noise``) is added to x_T
+    once (0: perfect symmetry)."""
+    algorithms = {"alg1": sample_alg1, "alg2": sample_alg2}
+    if name not in algorithms:
+        raise KakusanError(f"a cold model samples with {' or '.join(algorithms)}, not {name!r}")
 
-
-@torch.no_grad()
-def generate_cold(R: Restorer, degradation: Degradation, seeds, shape: tuple, *, symmetry_noise: float = 0.002,
-                  batch_size: int = 64, progress: bool = True) -> torch.Tensor:
-    """Algorithm 2 from x_T drawn from the degraded prior, + N(0, symmetry_noise^2) once (0: perfect symmetry).
-    Sample i depends only on seeds[i]."""
-    seeds = list(seeds)
-    out = []
-    for start in tqdm(range(0, len(seeds), batch_size), desc="generate", disable=not progress):
-        xs = []
-        for seed in seeds[start:start + batch_size]:
-            g = torch.Generator().manual_seed(int(seed))
-            x, _ = degraded_prior(degradation, 1, shape, g)
-            xs.append(x + symmetry_noise * torch.randn(x.shape, generator=g))
-        out.append(sample_alg2(R, torch.cat(xs), degradation, degradation.steps))
-    return torch.cat(out).clamp(-1, 1)
-
-
-
-def is_generative(degradation: Degradation) -> bool:
-    """True if x_T can be drawn without a clean image: blur to a flat mean with a fitted prior, mix, noise."""
-    return isinstance(degradation, Mix) or (isinstance(degradation, Blur) and degradation.to_mean
-                                            and degradation.prior is not None)
-
-
-@torch.no_grad()
-def cold_preview(model, clean: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Training preview: generated samples for a generative degradation, else Algorithm-2 restorations of ``clean``
-    degraded to T."""
-    d, R = model.process, restorer(model)
-    if is_generative(d):
-        return generate_cold(R, d, range(len(clean)), tuple(clean.shape[1:]), progress=False)
-    z = d.nuisance(clean, torch.Generator().manual_seed(seed))
-    return sample_alg2(R, d.apply(clean, _t(d.steps, clean), z), d, d.steps, z).clamp(-1, 1)
+    def run(denoise, x, grid, *, noise=None, progress=False, symmetry_noise: float = SYMMETRY_NOISE):
+        if symmetry_noise:
+            x = x + symmetry_noise * noise(x)
+        return algorithms[name](denoise, x, degradation, int(grid[0]), None, progress).clamp(-1, 1)
+    return run

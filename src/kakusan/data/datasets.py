@@ -36,10 +36,19 @@ class ImageDataset:
         return len(self.class_names)
 
 
+NULL_TOKEN, BOS_TOKEN = 0, 1
+TOKENS_PER_LABEL = 2  # the length of a label's sentence; a null sentence has the same length
+
+
+def token_vocab_size(num_classes: int) -> int:
+    """Ids of :func:`tokens_for_labels`: null, <bos> and one word per class."""
+    return num_classes + 2
+
+
 def tokens_for_labels(labels: torch.Tensor) -> torch.Tensor:
     """Token ids for class labels: the two-token "sentence" [<bos>, <class word>]. Id 0 is the null token,
-    1 is <bos>, 2 + k is the word of class k (vocabulary size = num_classes + 2)."""
-    return torch.stack([torch.ones_like(labels), labels + 2], dim=1)
+    1 is <bos>, 2 + k is the word of class k (vocabulary size :func:`token_vocab_size`)."""
+    return torch.stack([torch.full_like(labels, BOS_TOKEN), labels + 2], dim=1)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -140,7 +149,7 @@ def load_folder(root: str | Path, image_size: int | None = None, channels: int =
             first = (p, arr.shape)
         elif arr.shape != first[1]:
             raise KakusanError(f"image {p} is {tuple(arr.shape[1:])} but {first[0]} is {tuple(first[1][1:])}; "
-                               "pass an image size (--image-size) to resize them all")
+                               "give an image size to resize them all")
         images.append(arr)
     labels = (torch.tensor([class_names.index(p.relative_to(root).parts[0]) for p in files])
               if class_names else None)

@@ -1,8 +1,16 @@
 """The preconditioned denoiser D(x; sigma, c) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x; c_noise(sigma), c)
 (Karras et al. 2022, eq. 7) — the single meeting point of training, sampling and guidance.
 
-A model folder (``save_pretrained`` / ``from_pretrained``) holds ``config.json`` and safetensors weights: the raw
-weights ``model.safetensors`` and one ``ema-<std>.safetensors`` per EMA length.
+A model folder (``save_pretrained`` / ``from_pretrained``) is self-describing and pickle-free:
+
+    config.json                                   kakusan: net recipe, forward process, data, EMA lengths, weights
+    unet/config.json                              diffusers' own config of the UNet (any diffusers part of the net)
+    unet/diffusion_pytorch_model.safetensors      the default weights (the longest EMA, else the raw weights)
+    unet/diffusion_pytorch_model.<variant>.safetensors   the other weight sets: ``ema-0.050``, ``raw``
+    net[.<variant>].safetensors                   parameters outside the diffusers parts (token table, toy MLP)
+
+so ``UNet2DModel.from_pretrained(folder, subfolder="unet")`` opens the network without kakusan (and
+``variant="ema-0.050"`` another weight set); the preconditioning that turns it into a denoiser is in config.json.
 """
 from __future__ import annotations
 
@@ -11,17 +19,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import KakusanError
-from ..nets import NetConfig, build_net
+from .. import KakusanError, __version__
+from ..nets import NETS, build_net, net_config_from_dict
 from ..utils import io
 from .process import ForwardProcess, per_sample, process_from_config
 
-MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
+NET_WEIGHTS = "net"
+RAW = "raw"
 
 
-def ema_file(std: float) -> str:
-    return f"ema-{std:.3f}.safetensors"
+def ema_variant(std: float) -> str:
+    """The weight-set name of an EMA length: ``ema-0.100``."""
+    return f"ema-{float(std):.3f}"
+
+
+def weight_files(net: nn.Module, variant: str, default: str) -> dict[str, str]:
+    """{key prefix: file relative to the folder} of one weight set (prefix '' = everything else)."""
+    suffix = "" if variant == default else f".{variant}"
+    files = {f"{part}.": f"{part}/{DIFFUSERS_WEIGHTS}{suffix}.safetensors" for part in net.diffusers_parts()}
+    return {**files, "": f"{NET_WEIGHTS}{suffix}.safetensors"}
 
 
 def preconditioned(process: ForwardProcess, net, x: torch.Tensor, sigma: torch.Tensor, cond=None,
@@ -42,26 +60,36 @@ class Denoiser(nn.Module):
         self.info = dict(info or {})  # class_names, data set, images seen, EMA lengths, ...
 
     @classmethod
-    def create(cls, net_config: NetConfig, process: ForwardProcess, info: dict | None = None) -> "Denoiser":
+    def create(cls, net_config, process: ForwardProcess, info: dict | None = None) -> "Denoiser":
         return cls(build_net(net_config), process, info)
 
+    # --- what the model says about itself (from its net) ---------------------------------------------------------
     @property
-    def net_config(self) -> NetConfig:
-        return self.net.config
+    def image_shape(self) -> tuple[int, ...]:
+        return self.net.image_shape
+
+    @property
+    def cond_type(self) -> str:
+        return self.net.cond_type
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.num_classes
 
     def null_cond(self, batch: int, device=None):
         return self.net.null_cond(batch, device)
+
+    def null_like(self, cond):
+        return self.net.null_like(cond)
+
+    def cond_from_labels(self, labels):
+        return self.net.cond_from_labels(labels)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
         return preconditioned(self.process, self.net, x, sigma, cond)
 
     # --- persistence -------------------------------------------------------------------------------------------
-    def config_dict(self) -> dict:
-        from .. import __version__
-        return {"kakusan_version": __version__, "net": self.net_config.to_dict(),
-                "process": self.process.to_config(), **self.info}
-
     def save_pretrained(self, folder: str | Path, ema_weights: dict[float, dict[str, torch.Tensor]] | None = None) -> None:
         """Write config + raw weights (+ EMA weights) into ``folder`` atomically (the folder is swapped in whole)."""
         folder = Path(folder)
@@ -69,38 +97,86 @@ class Denoiser(nn.Module):
         self.write_into(staging, ema_weights)
         io.swap_folder(staging, folder)
 
-    def write_into(self, folder: Path, ema_weights: dict[float, dict[str, torch.Tensor]] | None = None) -> None:
-        config = self.config_dict()
-        config["ema_stds"] = sorted(ema_weights) if ema_weights else []
-        io.save_tensors(self.net.state_dict(), folder / MODEL_FILE)
-        for std, weights in (ema_weights or {}).items():
-            io.save_tensors(weights, folder / ema_file(std))
+    def write_into(self, folder: Path, ema_weights: dict[float, dict[str, torch.Tensor]] | None = None,
+                   raw: bool = True) -> None:
+        """Write the raw weights (unless ``raw`` is False) and one weight set per EMA length into ``folder``."""
+        sets = {ema_variant(std): w for std, w in sorted((ema_weights or {}).items())}
+        if raw:
+            sets[RAW] = self.net.state_dict()
+        self.write_weight_sets(folder, sets)
+
+    def write_weight_sets(self, folder: Path, sets: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Config + the named weight sets; the default is the longest EMA, else the raw weights."""
+        if not sets:
+            raise KakusanError("a model folder needs at least one weight set")
+        emas = sorted(float(v.split("-", 1)[1]) for v in sets if v != RAW)
+        default = ema_variant(emas[-1]) if emas else RAW
+        folder = Path(folder)
+        for part, module in self.net.diffusers_parts().items():
+            io.write_text(module.to_json_string(), folder / part / CONFIG_FILE)
+        for variant, state in sets.items():
+            for prefix, name in weight_files(self.net, variant, default).items():
+                if prefix:
+                    chunk = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                else:
+                    chunk = {k: v for k, v in state.items()
+                             if not any(k.startswith(p) for p in weight_files(self.net, variant, default) if p)}
+                if chunk:
+                    io.save_tensors(chunk, folder / name)
+        config = {"kakusan_version": __version__, "net": self.net.config.to_dict(), "process": self.process.to_config(),
+                  **self.info, "ema_stds": emas, "weights": {"default": default, "sets": sorted(sets)}}
         io.write_json(config, folder / CONFIG_FILE)
 
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, ema: float | str | None = "auto", device="cpu") -> "Denoiser":
-        """Load a model folder. ``ema``: an EMA std (e.g. 0.1), ``'raw'`` for the raw weights, or ``'auto'`` (the
-        longest stored EMA, else raw)."""
+    @staticmethod
+    def read_config(folder: str | Path) -> tuple[Path, dict]:
+        """(folder, config.json) of a model folder, run folder or shipped name, with a clear error otherwise."""
         from ..zoo import resolve_model
 
         folder = io.resolve_folder(resolve_model(folder))
         if not (folder / CONFIG_FILE).is_file():
             raise KakusanError(f"{folder} is not a kakusan model folder (no {CONFIG_FILE})")
         config = io.read_json(folder / CONFIG_FILE)
-        info = {k: v for k, v in config.items() if k not in ("net", "process", "kakusan_version")}
-        model = cls.create(NetConfig(**config["net"]), process_from_config(config["process"]), info)
-        stds = config.get("ema_stds", [])
-        if ema == "auto":
-            ema = max(stds) if stds else "raw"
-        if ema == "raw" or ema is None:
-            path = folder / MODEL_FILE
-        else:
-            matches = [s for s in stds if abs(s - float(ema)) < 1e-9]
-            if not matches:
-                raise KakusanError(f"{folder} has no EMA of length {ema}; stored: {stds or 'none'}")
-            path = folder / ema_file(matches[0])
-        if not path.is_file():
-            raise KakusanError(f"{folder} has no {path.name} (stored EMA lengths: {stds or 'none'})")
-        model.net.load_state_dict(io.load_tensors(path))
-        model.info["weights"] = path.name
+        if "weights" not in config:
+            raise KakusanError(f"{folder} was written by kakusan 0.1 (model.safetensors layout); convert it once with "
+                               f"`kakusan convert {folder} NEW_FOLDER`")
+        return folder, config
+
+    def read_weights(self, folder: Path, variant: str, default: str) -> dict[str, torch.Tensor]:
+        """One weight set of a model folder as a state dict of this model's net."""
+        state = {}
+        for prefix, name in weight_files(self.net, variant, default).items():
+            if (folder / name).is_file():
+                state.update({prefix + k: v for k, v in io.load_tensors(folder / name).items()})
+        return state
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, ema: float | str | None = "auto", device="cpu") -> "Denoiser":
+        """Load a model folder. ``ema``: an EMA length (e.g. 0.1), ``'raw'`` for the raw weights, or ``'auto'`` (the
+        folder's default: the longest stored EMA, else raw)."""
+        folder, config = cls.read_config(folder)
+        info = {k: v for k, v in config.items() if k not in ("net", "process", "kakusan_version", "weights")}
+        net_config = net_config_from_dict(config["net"])
+        net = NETS[net_config.kind][1].from_folder(net_config, folder)
+        model = cls(net, process_from_config(config["process"]), info)
+        variant = model.choose_weights(config, ema, folder)
+        model.net.load_state_dict(model.read_weights(folder, variant, config["weights"]["default"]))
+        model.info["weights"] = variant
         return model.to(device).eval()
+
+    @staticmethod
+    def choose_weights(config: dict, ema, folder) -> str:
+        stored, sets = config.get("ema_stds", []), config["weights"]["sets"]
+        if ema == "auto":
+            return config["weights"]["default"]
+        if ema in (RAW, None):
+            if RAW not in sets:
+                raise KakusanError(f"{folder} holds no raw weights (stored EMA lengths: {stored or 'none'})")
+            return RAW
+        try:
+            std = float(ema)
+        except ValueError:
+            raise KakusanError(f"ema must be a length such as 0.1, 'raw' or 'auto' (got {ema!r})") from None
+        matches = [s for s in stored if abs(s - std) < 1e-9]
+        if not matches:
+            raise KakusanError(f"{folder} has no EMA of length {ema}; stored: {stored or 'none'}")
+        return ema_variant(matches[0])

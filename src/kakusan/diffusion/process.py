@@ -14,14 +14,18 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .. import KakusanError
 from . import schedules
 
 
 class ForwardProcess:
-    """The interface. ``t`` is a per-sample severity tensor of shape (B,); for Gaussian processes t is sigma."""
+    """The interface. ``t`` is a per-sample severity tensor of shape (B,); for Gaussian processes t is sigma.
+
+    Besides training (``sample_t``, ``degrade``, ``loss_weight``, ``precondition``), a process answers for its own
+    sampling: the samplers that apply to it (``sampler``), their default grid of severities (``sampling_grid``) and
+    the prior x_T that sampling starts from (``prior``)."""
 
     kind: str = ""
-    gaussian: bool = True
 
     def sample_t(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Training severities t ~ p_train(t), shape (B,)."""
@@ -37,19 +41,39 @@ class ForwardProcess:
 
     def precondition(self, t: torch.Tensor):
         """Per-sample (B,) tensors (c_skip, c_out, c_in, c_noise) of D(x; t) = c_skip x + c_out F(c_in x; c_noise)
-        (Karras et al. eq. 7)."""
+        (Karras et al. eq. 7); c_noise in the units the network's time embedding expects."""
         raise NotImplementedError
 
-    @property
-    def sigma_min(self) -> float:
-        raise NotImplementedError
+    default_sampler: str = "heun"
+    generative: bool = True  # can x_T be drawn without a clean image (see ``prior``)?
+    score_based: bool = True  # is (D(x; t) - x) / t^2 a score (Tweedie), so that guidance applies?
 
-    @property
-    def sigma_max(self) -> float:
-        raise NotImplementedError
+    def sampler(self, name: str):
+        """The sampler function ``(denoise, x, grid, *, noise, progress, **options)`` called ``name``."""
+        from .samplers import SAMPLERS
+
+        if name not in SAMPLERS:
+            raise KakusanError(f"unknown sampler {name!r} for a {self.kind} model; choose one of {', '.join(SAMPLERS)}")
+        return SAMPLERS[name]
+
+    def sampling_grid(self, sampler: str, steps: int, schedule: str = "auto", rho: float = 7.0) -> torch.Tensor:
+        """Decreasing severities ending in 0. Gaussian processes: Karras et al. (2022, eq. 5) sigmas."""
+        if schedule not in ("auto", "karras"):
+            raise KakusanError(f"schedule {schedule!r} needs discrete steps (a DDPM model); use karras")
+        return schedules.karras_sigmas(steps, self.sigma_min, self.sigma_max, rho)
+
+    def prior(self, noise, shape: tuple[int, ...], grid: torch.Tensor, device=None) -> torch.Tensor:
+        """x_T for one sample per generator of ``noise`` (a :class:`~kakusan.diffusion.samplers.PerSampleNoise`):
+        for a Gaussian process x_T = sigma_0 n, n ~ N(0, I)."""
+        return float(grid[0]) * noise(torch.empty(len(noise), *shape, device=device))
 
     def to_config(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
+
+
+# diffusers' sinusoidal time embedding is laid out for DDPM step indices 0..999; each process maps its severity to
+# that range (the "time units" of the network input c_noise).
+TIME_UNITS = 1000.0
 
 
 def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -68,8 +92,11 @@ class EDMProcess(ForwardProcess):
     sigma_data: float = 0.5
     p_mean: float = -1.2
     p_std: float = 1.2
-    sigma_lo: float = 0.002
-    sigma_hi: float = 80.0
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    # EDM's c_noise = ln(sigma) / 4 spans about [-1.6, 1.1] for sigma in [0.002, 80]; the time embedding sees it
+    # stretched by TIME_UNITS / 4 (toy MLPs, which take c_noise as a plain input, use 1)
+    c_noise_scale: float = TIME_UNITS / 4
     kind = "edm"
 
     def sample_t(self, batch, generator=None, device=None):
@@ -89,16 +116,8 @@ class EDMProcess(ForwardProcess):
         c_skip = sd2 / (t**2 + sd2)
         c_out = t * self.sigma_data / (t**2 + sd2).sqrt()
         c_in = 1 / (t**2 + sd2).sqrt()
-        c_noise = t.log() / 4
+        c_noise = t.log() / 4 * self.c_noise_scale
         return c_skip, c_out, c_in, c_noise
-
-    @property
-    def sigma_min(self):
-        return self.sigma_lo
-
-    @property
-    def sigma_max(self):
-        return self.sigma_hi
 
 
 @dataclass
@@ -147,7 +166,7 @@ class DDPMProcess(ForwardProcess):
         c_skip = torch.ones_like(t)
         c_out = -t
         c_in = 1 / (t**2 + 1).sqrt()
-        return c_skip, c_out, c_in, self.sigma_to_index(t)
+        return c_skip, c_out, c_in, self.sigma_to_index(t)  # step indices: already in TIME_UNITS
 
     @property
     def sigma_min(self):
@@ -157,6 +176,16 @@ class DDPMProcess(ForwardProcess):
     def sigma_max(self):
         return float(self.sigmas[-1])
 
+    def sampling_grid(self, sampler, steps, schedule="auto", rho=7.0):
+        """``auto``: the model's own discrete steps, evenly spaced (DDIM), for ddim / ddpm; Karras sigmas otherwise."""
+        if schedule == "auto":
+            schedule = "uniform" if sampler in ("ddim", "ddpm") else "karras"
+        if schedule == "uniform":
+            return schedules.spaced_sigmas(self.sigmas, steps)
+        if schedule != "karras":
+            raise KakusanError(f"unknown schedule {schedule!r}: choose auto, karras or uniform")
+        return schedules.karras_sigmas(steps, self.sigma_min, self.sigma_max, rho)
+
 
 PROCESSES = {"edm": EDMProcess, "ddpm": DDPMProcess}
 
@@ -165,7 +194,7 @@ def process_from_config(config: dict) -> ForwardProcess:
     config = dict(config)
     kind = config.pop("kind")
     if kind not in PROCESSES:
-        raise ValueError(f"unknown process {kind!r}; known: {sorted(PROCESSES)}")
+        raise KakusanError(f"unknown process {kind!r}; known: {sorted(PROCESSES)}")
     return PROCESSES[kind](**config)
 
 

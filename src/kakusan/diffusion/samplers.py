@@ -97,11 +97,19 @@ def steps_for_nfe(sampler: str, nfe: int) -> int:
     return (nfe + 1) // 2 if sampler == "heun" else nfe
 
 
+def nfe_of(sampler: str, steps: int) -> int:
+    """Network evaluations of ``steps`` steps (Heun skips its correction on the last step to sigma = 0)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
 class PerSampleNoise:
     """Noise drawn from one generator per sample, so sample i depends only on its own seed (not on the batch)."""
 
     def __init__(self, seeds):
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
 
     def __call__(self, like: torch.Tensor) -> torch.Tensor:
         draws = [torch.randn(like.shape[1:], generator=g) for g in self.generators]

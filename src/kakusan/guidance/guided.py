@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from .. import KakusanError
+
 
 def guide_denoisers(d_main: torch.Tensor, d_guide: torch.Tensor, w: float) -> torch.Tensor:
     """D_w = D_guide + w (D_main - D_guide)."""
@@ -26,20 +28,21 @@ def in_interval(sigma: float, interval: tuple[float, float] | None) -> bool:
 
 
 def make_guided(main: Callable, guide: Callable | None, w: float, interval: tuple[float, float] | None = None,
-                null_cond: Callable[[int, torch.device], torch.Tensor | None] | None = None) -> Callable:
+                null_cond: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable:
     """``make(cond) -> denoise(x, sigma)`` for :func:`kakusan.diffusion.generate`'s ``make_denoise`` hook.
 
-    ``guide=None`` means classifier-free guidance with ``main`` itself under ``null_cond`` (both halves are then
-    evaluated in one batched call); otherwise the guide is called with the same condition as the main model."""
+    ``guide=None`` means classifier-free guidance with ``main`` itself under ``null_cond(cond)``, the null condition
+    shaped like ``cond`` (both halves are then evaluated in one batched call); otherwise the guide is called with the
+    same condition as the main model."""
     if guide is None and null_cond is None:
-        raise ValueError("classifier-free guidance needs null_cond (the model's 'no condition')")
+        raise KakusanError("classifier-free guidance needs null_cond (the model's 'no condition')")
 
     def make(cond):
         def denoise(x, sigma):
             if w == 1 or not in_interval(float(sigma), interval):
                 return main(x, sigma, cond)
             if guide is None:  # CFG: one call on [x; x] with [c; null]
-                null = null_cond(x.shape[0], x.device)
+                null = null_cond(cond) if cond is not None else None
                 both = main(torch.cat([x, x]), sigma, torch.cat([cond, null]) if cond is not None else None)
                 d_main, d_guide = both.chunk(2)
             else:
@@ -52,22 +55,25 @@ def make_guided(main: Callable, guide: Callable | None, w: float, interval: tupl
 def guide_from_spec(main, guide, w: float, interval=None, guide_ema="auto"):
     """The ``make_denoise`` hook for :func:`kakusan.diffusion.generate` from user-level options: None without
     guidance; classifier-free guidance for ``guide='uncond'``; otherwise ``guide`` is a model folder or shipped name
-    (autoguidance), which must share the main model's conditioning, image size and classes."""
-    from .. import KakusanError
+    (autoguidance), which must share the main model's conditioning, image shape and classes."""
     from ..diffusion.denoiser import Denoiser
 
     if guide is None:
         if w != 1:
-            raise KakusanError("--guidance needs --guide (a guide model, or 'uncond' for classifier-free guidance)")
+            raise KakusanError("a guidance weight other than 1 needs a guide (a guide model, or 'uncond' for "
+                               "classifier-free guidance)")
         return None
-    if interval is not None and not (0 <= interval[0] < interval[1]):
-        raise KakusanError(f"guidance interval must be LO,HI with 0 <= LO < HI (got {interval})")
+    if interval is not None and not (len(interval) == 2 and 0 <= interval[0] < interval[1]):
+        raise KakusanError(f"the guidance interval must be (lo, hi) with 0 <= lo < hi (got {interval})")
+    if not main.process.score_based:
+        raise KakusanError(f"guidance is not defined for a {main.process.kind} model (its denoiser is no score)")
     if str(guide) == "uncond":
-        if main.net_config.cond_type == "none":
+        if main.cond_type == "none":
             raise KakusanError("classifier-free guidance needs a conditional model")
-        return make_guided(main, None, w, interval, null_cond=main.null_cond)
+        return make_guided(main, None, w, interval, null_cond=main.null_like)
     g = Denoiser.from_pretrained(guide, ema=guide_ema)
-    key = lambda c: (c.cond_type, c.image_size, c.channels, c.num_classes)  # noqa: E731
-    if key(main.net_config) != key(g.net_config):
-        raise KakusanError(f"guide {guide} does not match the main model (conditioning, image size, channels, classes)")
+    key = lambda m: (m.cond_type, m.image_shape, m.num_classes)  # noqa: E731
+    if key(main) != key(g):
+        raise KakusanError(f"guide {guide} does not match the main model: conditioning, image shape, classes "
+                           f"{key(g)} vs {key(main)}")
     return make_guided(main, g.to(next(main.parameters()).device), w, interval)

@@ -1,6 +1,6 @@
 """The 2-D toy of Karras et al. 2024 (Fig. 1): why autoguidance keeps the branches that CFG drops.
 
-Main model: a wider MLP trained longer on class A. Autoguidance guide: a narrower MLP trained ~1/8 as long on class A.
+Main model: a wider MLP (:class:`kakusan.nets.MLPNet`) trained longer on class A, on the generic training loop. Autoguidance guide: a narrower MLP trained ~1/8 as long on class A.
 CFG guide: the same narrow, short training on both classes (an unconditional model). All are EDM-preconditioned
 denoisers trained against the *exact* denoiser of the mixture (lower-variance than regressing x0), sampled with the
 EDM Heun sampler (32 steps, sigma_max = 5) from exact draws of the data smoothed to sigma_max.
@@ -18,61 +18,62 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from ..diffusion.denoiser import Denoiser
+from ..diffusion.denoiser import Denoiser, preconditioned
 from ..diffusion.process import EDMProcess
 from ..diffusion.samplers import sample_heun
 from ..diffusion.schedules import karras_sigmas
-from ..train.ema import PowerEMA
+from ..diffusion.training import DenoiserObjective
+from ..nets import MLPConfig, MLPNet
+from ..train import LoopConfig, TrainLoop
+from ..train.checkpoint import has_checkpoint
 from .guided import make_guided
 from .tree import Tree, toy_classes
 
 
-class ToyMLP(nn.Module):
-    """F(x, c_noise): input [c_in x, c_noise] -> 1 + ``layers`` hidden SiLU layers of ``width`` -> 2 outputs."""
-
-    def __init__(self, width: int = 64, layers: int = 4):
-        super().__init__()
-        dims = [3] + [width] * (layers + 1)
-        blocks = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            blocks += [nn.Linear(a, b), nn.SiLU()]
-        self.body = nn.Sequential(*blocks, nn.Linear(width, 2))
-
-    def forward(self, x, c_noise, cond=None):
-        return self.body(torch.cat([x, c_noise.reshape(-1, 1).to(x.dtype)], dim=1))
-
-
 def toy_process() -> EDMProcess:
-    """sigma_data = 0.5; training sigmas concentrated lower than for images (ln sigma ~ N(-2.3, 1.5^2))."""
-    return EDMProcess(sigma_data=0.5, p_mean=-2.3, p_std=1.5, sigma_lo=0.002, sigma_hi=5.0)
+    """sigma_data = 0.5; training sigmas concentrated lower than for images (ln sigma ~ N(-2.3, 1.5^2)); the MLP takes
+    c_noise = ln(sigma) / 4 as a plain input (no time-embedding scale)."""
+    return EDMProcess(sigma_data=0.5, p_mean=-2.3, p_std=1.5, sigma_min=0.002, sigma_max=5.0, c_noise_scale=1.0)
 
 
-def train_toy(tree: Tree, width: int, iters: int, *, batch: int = 2048, lr: float = 5e-3, seed: int = 0,
-              ema_std: float = 0.05, desc: str = "toy", progress: bool = True) -> Denoiser:
-    """Exact score matching: minimise lambda(sigma) ||D(x; sigma) - D_exact(x; sigma)||^2; returns the EMA model."""
-    torch.manual_seed(seed)
-    process = toy_process()
-    model = Denoiser(ToyMLP(width), process)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
-    ema = PowerEMA(model.net, [ema_std])
-    g = torch.Generator().manual_seed(seed)
-    for it in tqdm(range(iters), desc=desc, leave=False, disable=not progress):
-        for group in opt.param_groups:  # lr / sqrt(max(t / t_ref, 1)), EDM2 eq. 16
-            group["lr"] = lr / max(it / 512, 1) ** 0.5
+class ToyObjective(DenoiserObjective):
+    """Exact score matching: minimise lambda(sigma) ||D(x; sigma) - D_exact(x; sigma)||^2 on fresh draws of the
+    mixture (lower variance than regressing x0)."""
+
+    def __init__(self, tree: Tree, width: int, lr: float):
+        self.tree = tree
+        self.model = Denoiser(MLPNet(MLPConfig(dim=2, width=width)), toy_process(), {"data": "fractal-tree toy"})
+        self.modules = {"model": self.model}
+        self.optimizers = {"model": torch.optim.AdamW(self.model.net.parameters(), lr=lr, betas=(0.9, 0.99),
+                                                      weight_decay=0.0)}
+
+    def train_step(self, loop):
+        g, batch, process = loop.generator, loop.config.batch_size, self.model.process
         sigma = process.sample_t(batch, g)
-        x = (tree.mixture.sample(batch, g) + sigma[:, None].double() * torch.randn(batch, 2, generator=g,
-                                                                                     dtype=torch.float64)).float()
-        target = tree.mixture.denoise(x, sigma)
-        loss = (process.loss_weight(sigma)[:, None] * (model(x, sigma) - target) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ema.update(model.net, it + 1, 1)
-    model.net.load_state_dict(ema.weights[ema_std])
-    return model.eval()
+        noise = torch.randn(batch, 2, generator=g, dtype=torch.float64)
+        x = (self.tree.mixture.sample(batch, g) + sigma[:, None].double() * noise).float()
+        target = self.tree.mixture.denoise(x, sigma)
+        D = preconditioned(process, self.forward, x, sigma)
+        loss = (process.loss_weight(sigma)[:, None] * (D - target) ** 2).mean()
+        loop.optimize("model", loss, self.net.parameters())
+        return {"loss": loss.item()}
+
+
+def train_toy(tree: Tree, width: int, iters: int, run_dir: str | Path, *, batch: int = 2048, lr: float = 5e-3,
+              seed: int = 0, ema_std: float = 0.05, progress: bool = True) -> Denoiser:
+    """Train one toy denoiser on the generic loop into ``run_dir`` (continued if it holds a run); returns its EMA
+    model. The learning rate decays as lr / sqrt(max(it / 512, 1)) (EDM2 eq. 16)."""
+    kimg = iters * batch / 1000
+    config = LoopConfig(batch_size=batch, kimg=kimg, lr=lr, warmup_kimg=0, lr_decay_kimg=512 * batch / 1000,
+                        grad_clip=0, ema_stds=[ema_std], seed=seed, checkpoint_kimg=kimg / 4, sample_kimg=2 * kimg,
+                        log_kimg=kimg / 64)
+    torch.manual_seed(seed)  # the initial weights
+    objective = ToyObjective(tree, width, lr)
+    TrainLoop(objective, config, run_dir, resume=has_checkpoint(Path(run_dir) / "checkpoint"),
+              progress=progress).train()
+    return Denoiser.from_pretrained(run_dir, ema=ema_std)
 
 
 @torch.no_grad()
@@ -114,10 +115,11 @@ def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: i
     t0 = time.time()
     trees = toy_classes()
     tree = trees["A"]
-    main = train_toy(tree, main_width, main_iters, seed=seed, desc="main (A, wide, long)", progress=progress)
-    ag_guide = train_toy(tree, guide_width, guide_iters, seed=seed + 1, desc="autoguide (A, narrow, short)",
+    runs = out / "runs"  # one run folder per model: rerunning the toy reuses (or finishes) what is trained
+    main = train_toy(tree, main_width, main_iters, runs / "main-A-wide-long", seed=seed, progress=progress)
+    ag_guide = train_toy(tree, guide_width, guide_iters, runs / "autoguide-A-narrow-short", seed=seed + 1,
                          progress=progress)
-    cfg_guide = train_toy(trees["AB"], guide_width, guide_iters, seed=seed + 2, desc="CFG guide (AB, narrow, short)",
+    cfg_guide = train_toy(trees["AB"], guide_width, guide_iters, runs / "cfg-guide-AB-narrow-short", seed=seed + 2,
                           progress=progress)
     threshold = outlier_threshold(tree)
     as_fn = lambda m: (lambda x, s, c: m(x, s))  # noqa: E731

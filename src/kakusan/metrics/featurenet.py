@@ -1,22 +1,24 @@
 """The evaluation network for the built-in MNIST: a small CNN classifier whose penultimate layer (128-d) plays the
 role Inception-v3's pool features play for FID on ImageNet (no Inception weights can be downloaded here).
 
-Trained by ``kakusan metrics train-featurenet`` on a fixed, class-balanced split of the 5,000 MNIST images
+Trained by ``kakusan metrics train-featurenet`` (on the generic training loop) on a fixed, class-balanced split of the 5,000 MNIST images
 (4,000 train / 1,000 held out, :func:`mnist_split`), with random affine augmentation.
 """
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import KakusanError
 from ..data import load_dataset, mnist_split
+from ..train import LoopConfig, Objective, TrainLoop
+from ..train.checkpoint import has_checkpoint
 from ..utils import io
 
 SHIPPED = Path(__file__).resolve().parent.parent / "zoo" / "featurenet-mnist"
@@ -66,40 +68,65 @@ def accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch:
     return float((pred == labels).float().mean())
 
 
+class FeatureNetObjective(Objective):
+    """Cross-entropy with label smoothing on augmented digits, AdamW with a one-cycle learning rate (and momentum)
+    schedule (Smith & Topin 2019) over the whole run."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, lr: float, total_steps: int):
+        self.images, self.labels = images, labels
+        self.net = FeatureNet()
+        self.modules = {"model": self.net}
+        self.optimizers = {"model": torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=1e-4)}
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizers["model"], max_lr=lr,
+                                                            total_steps=total_steps)
+
+    def set_learning_rates(self, config, images_seen, step):
+        # the schedule is a closed form of the step: set it for this step (also right after a resume)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)")
+            self.schedule.last_epoch = step - 1
+            self.schedule.step()
+
+    def train_step(self, loop):
+        self.net.train()
+        idx = loop.local_batch(len(self.images))
+        g = loop.generator
+        logits = self.net(augment(self.images[idx], g))
+        loss = F.cross_entropy(logits, self.labels[idx], label_smoothing=0.05)
+        loop.optimize("model", loss, self.net.parameters())
+        return {"loss": loss.item()}
+
+    def write_model(self, folder, ema_weights, raw=True, info=None):
+        io.save_tensors(self.net.state_dict(), Path(folder) / WEIGHTS_FILE)
+
+    def read_model_weights(self, folder, which):
+        return io.load_tensors(Path(folder) / WEIGHTS_FILE)
+
+
 def train_featurenet(out: str | Path, *, seed: int = 0, epochs: int = 30, batch_size: int = 128, lr: float = 2e-3,
                      progress: bool = True) -> dict:
-    """Train on the 4,000-image split, report held-out accuracy; write weights + card into ``out``."""
+    """Train on the 4,000-image split on the generic loop (run folder ``out/run``), report held-out accuracy; write
+    weights + card into ``out``."""
+    out = Path(out)
+    if (out / WEIGHTS_FILE).exists():
+        raise KakusanError(f"{out} already holds an evaluation network; choose another output folder")
     torch.manual_seed(seed)
     data = load_dataset("mnist")
     train_idx, held_idx = mnist_split(seed)
     x, y = data.images[train_idx], data.labels[train_idx]
-    net = FeatureNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(x) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    g = torch.Generator().manual_seed(seed)
+    kimg = epochs * len(x) / 1000
+    config = LoopConfig(batch_size=batch_size, kimg=kimg, lr=lr, warmup_kimg=0, grad_clip=0, ema_stds=[], seed=seed,
+                        checkpoint_kimg=kimg / 5, sample_kimg=2 * kimg, log_kimg=len(x) / 1000)
+    objective = FeatureNetObjective(x, y, lr=lr, total_steps=math.ceil(kimg * 1000 / batch_size))
     t0 = time.time()
-    bar = tqdm(total=steps, desc="featurenet", disable=not progress)
-    for _ in range(epochs):
-        net.train()
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            b = perm[i:i + batch_size]
-            loss = F.cross_entropy(net(augment(x[b], g)), y[b], label_smoothing=0.05)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
+    TrainLoop(objective, config, out / "run", progress=progress,
+              resume=has_checkpoint(out / "run" / "checkpoint")).train()
+    net = objective.net
     held_acc = accuracy(net, data.images[held_idx], data.labels[held_idx])
     card = {"command": f"kakusan metrics train-featurenet --out {out} --seed {seed} --epochs {epochs}",
             "seed": seed, "epochs": epochs, "split": f"mnist_split(seed={seed}): 4000 train / 1000 held out",
             "held_out_accuracy": round(held_acc, 4), "train_accuracy": round(accuracy(net, x, y), 4),
             "wall_s": round(time.time() - t0, 1), "features": FeatureNet.num_features}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     io.save_tensors(net.state_dict(), out / WEIGHTS_FILE)
     io.write_json(card, out / CARD_FILE)
     return card

@@ -18,14 +18,14 @@ class InceptionFeatures(nn.Module):
     def __init__(self, weights: str | Path | None):
         super().__init__()
         if not weights or not Path(weights).is_file():
-            raise KakusanError("--feature-net inception needs --weights PATH to local FID Inception weights "
+            raise KakusanError("the inception feature net needs the path of local FID Inception weights "
                                "(pt_inception-2015-12-05); kakusan never downloads weights")
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
             self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                                           feature_extractor_weights_path=str(weights))
         except ModuleNotFoundError as e:
-            raise KakusanError(f"--feature-net inception needs torch-fidelity: pip install torch-fidelity ({e})")
+            raise KakusanError(f"the inception feature net needs torch-fidelity: pip install torch-fidelity ({e})")
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:

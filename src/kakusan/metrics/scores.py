@@ -11,12 +11,18 @@ the same reference (the floor): a model is only as good as its distance to that 
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from .. import KakusanError
+
+# torchmetrics warns on creating a KID (in some versions also an FID) metric that it keeps all features in a buffer;
+# here the features are a few thousand precomputed vectors, so the warning is noise on every evaluation.
+_BUFFER_WARNING = r"Metric `[\w ]*Inception Distance` will save all extracted features in buffer"
 
 
 class _Precomputed(nn.Module):
@@ -28,6 +34,13 @@ class _Precomputed(nn.Module):
 
     def forward(self, x):
         return x
+
+
+def _metric(cls, **kwargs):
+    """``cls(**kwargs)`` without torchmetrics' feature-buffer warning (only that one, only here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_BUFFER_WARNING, category=UserWarning)
+        return cls(**kwargs)
 
 
 @torch.no_grad()
@@ -44,7 +57,7 @@ def extract(net: nn.Module, images: torch.Tensor, batch: int = 500) -> tuple[tor
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    fid = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
+    fid = _metric(FrechetInceptionDistance, feature=_Precomputed(real.shape[1]))
     fid.update(real.double(), real=True)
     fid.update(fake.double(), real=False)
     return float(fid.compute())
@@ -53,7 +66,7 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, seed: int = 0) -> tuple[float, float]:
     """KID mean and std over random subsets of half the smaller set (polynomial kernel of degree 3)."""
     size = max(2, min(len(real), len(fake)) // 2)
-    kid = KernelInceptionDistance(feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
+    kid = _metric(KernelInceptionDistance, feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size)
     kid.update(real.double(), real=True)
     kid.update(fake.double(), real=False)
     with torch.random.fork_rng():
@@ -99,7 +112,7 @@ def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: 
     n = min(n or len(samples), len(samples))
     if len(real) < 2 * n:
         raise KakusanError(f"the floor needs 2 x {n} real images but the reference has {len(real)}; "
-                           f"evaluate at most {len(real) // 2} samples (--n)")
+                           f"evaluate at most {len(real) // 2} samples")
     if n < 10:
         raise KakusanError(f"at least 10 samples are needed (got {n})")
     if samples.shape[1:] != real.shape[1:]:

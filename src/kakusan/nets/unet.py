@@ -3,20 +3,29 @@
 * ``cond_type='none'``   — ``UNet2DModel``, unconditional.
 * ``cond_type='class'``  — ``UNet2DModel`` with a class-embedding table of ``num_classes + 1`` rows; the last row is the
   *null* label used for label dropout and classifier-free guidance.
-* ``cond_type='tokens'`` — ``UNet2DConditionModel``: ``cond`` is a (B, L) sequence of token ids, embedded by a learned
-  table and read by cross-attention (id 0 is the null token).
+* ``cond_type='tokens'`` — ``UNet2DConditionModel`` read by cross-attention. ``cond`` is either a (B, L) sequence of
+  token ids, embedded by a learned table (id 0 is the null token), or (B, L, token_dim) token *embeddings* as a text
+  encoder produces them, passed to cross-attention as they are.
 
-Presets scale one architecture so that "a smaller version of the same model" is one flag (``--preset xs``).
+``c_noise`` arrives in the units of diffusers' sinusoidal time embedding; the forward process chose them
+(:meth:`kakusan.diffusion.process.ForwardProcess.precondition`). Presets scale one architecture so that "a smaller
+version of the same model" is one flag (``--preset xs``). The UNet itself is stored in diffusers' layout
+(``unet/config.json`` + ``diffusion_pytorch_model.safetensors``), so ``UNet2DModel.from_pretrained(folder,
+subfolder="unet")`` opens it without kakusan.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import nn
 
 from .. import KakusanError
+from ..data import TOKENS_PER_LABEL, tokens_for_labels
 
 # name -> (block_out_channels, layers_per_block); attention sits at the lowest resolution.
 PRESETS: dict[str, tuple[tuple[int, ...], int]] = {
@@ -26,14 +35,26 @@ PRESETS: dict[str, tuple[tuple[int, ...], int]] = {
     "l": ((64, 128, 256), 2),
 }
 
-# --time-conditioning name -> diffusers' resnet_time_scale_shift: how the (time + class) embedding enters each residual
+# time_conditioning name -> diffusers' resnet_time_scale_shift: how the (time + class) embedding enters each residual
 # block — "add": a bias (DDPM); "scale-shift": a per-channel scale and shift after the group norm (ADM's AdaGN;
 # Dhariwal & Nichol 2021, sec. 3).
 TIME_CONDITIONINGS = {"add": "default", "scale-shift": "scale_shift"}
+COND_TYPES = ("none", "class", "tokens")
+NORM_GROUPS = 8  # group-norm groups: the narrowest preset has 16 channels, so 8 groups of 2 channels at least
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise KakusanError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+def check_time_conditioning(name: str) -> None:
+    if name not in TIME_CONDITIONINGS:
+        raise KakusanError(f"unknown time conditioning {name!r}; choose {' or '.join(TIME_CONDITIONINGS)}")
 
 
 @dataclass
-class NetConfig:
+class UNetConfig:
     preset: str = "s"
     image_size: int = 32
     channels: int = 1
@@ -43,19 +64,14 @@ class NetConfig:
     token_dim: int = 64
     block_out_channels: tuple[int, ...] | None = None  # None: from the preset (stored so a folder is self-describing)
     layers_per_block: int | None = None
-    # diffusers' sinusoidal time embedding expects DDPM-like step indices (0..1000); EDM's c_noise = ln(sigma)/4 spans
-    # only about [-1.6, 1.1], so it is stretched by this factor (DDPM models, fed step indices, use 1).
-    c_noise_scale: float = 250.0
     time_conditioning: str = "add"  # a key of TIME_CONDITIONINGS
+    kind: ClassVar[str] = "unet"
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise KakusanError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.cond_type not in ("none", "class", "tokens"):
-            raise KakusanError(f"unknown conditioning {self.cond_type!r}; choose none, class or tokens")
-        if self.time_conditioning not in TIME_CONDITIONINGS:
-            raise KakusanError(f"unknown time conditioning {self.time_conditioning!r}; choose "
-                               f"{' or '.join(TIME_CONDITIONINGS)}")
+        check_preset(self.preset)
+        check_time_conditioning(self.time_conditioning)
+        if self.cond_type not in COND_TYPES:
+            raise KakusanError(f"unknown conditioning {self.cond_type!r}; choose {', '.join(COND_TYPES)}")
         if self.cond_type == "class" and self.num_classes < 1:
             raise KakusanError("class conditioning needs a data set with labels (num_classes >= 1)")
         channels, layers = PRESETS[self.preset]
@@ -66,53 +82,119 @@ class NetConfig:
             raise KakusanError(f"image_size must be divisible by {2 ** (levels - 1)} for preset {self.preset!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"kind": self.kind, **asdict(self)}
+
+    def diffusers_kwargs(self) -> dict:
+        """The full diffusers constructor arguments of this UNet."""
+        channels, n = self.block_out_channels, len(self.block_out_channels)
+        common = dict(sample_size=self.image_size, in_channels=self.channels, out_channels=self.channels,
+                      block_out_channels=channels, layers_per_block=self.layers_per_block,
+                      norm_num_groups=NORM_GROUPS,
+                      resnet_time_scale_shift=TIME_CONDITIONINGS[self.time_conditioning])
+        if self.cond_type == "tokens":
+            return dict(**common, cross_attention_dim=self.token_dim, attention_head_dim=4,
+                        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+                        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+                        mid_block_type="UNetMidBlock2DCrossAttn")
+        return dict(**common, attention_head_dim=None,
+                    down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
+                    up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
+                    num_class_embeds=self.num_classes + 1 if self.cond_type == "class" else None)
 
 
 class UNetNet(nn.Module):
     """F(x, c_noise, cond) for the three conditioning types."""
 
-    def __init__(self, config: NetConfig):
+    def __init__(self, config: UNetConfig, unet: nn.Module | None = None):
         super().__init__()
         self.config = config
-        channels, layers = config.block_out_channels, config.layers_per_block
-        common = dict(sample_size=config.image_size, in_channels=config.channels, out_channels=config.channels,
-                      block_out_channels=channels, layers_per_block=layers, norm_num_groups=8,
-                      resnet_time_scale_shift=TIME_CONDITIONINGS[config.time_conditioning])
-        n = len(channels)
         if config.cond_type == "tokens":
             self.token_embedding = nn.Embedding(config.vocab_size, config.token_dim)
-            self.unet = UNet2DConditionModel(
-                **common, cross_attention_dim=config.token_dim, attention_head_dim=4,
-                down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-                up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-                mid_block_type="UNetMidBlock2DCrossAttn")
-        else:
-            self.unet = UNet2DModel(
-                **common, attention_head_dim=None,
-                down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
-                up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
-                num_class_embeds=config.num_classes + 1 if config.cond_type == "class" else None)
+        unet_cls = UNet2DConditionModel if config.cond_type == "tokens" else UNet2DModel
+        self.unet = unet if unet is not None else unet_cls(**config.diffusers_kwargs())
 
-    def null_cond(self, batch: int, device=None, seq_len: int = 2) -> torch.Tensor | None:
+    @classmethod
+    def from_folder(cls, config: UNetConfig, folder: Path) -> "UNetNet":
+        """The architecture as stored in the folder's diffusers config (``unet/config.json``)."""
+        unet_cls = UNet2DConditionModel if config.cond_type == "tokens" else UNet2DModel
+        return cls(config, unet_cls.from_config(unet_cls.load_config(Path(folder) / "unet")))
+
+    # --- what the net says about itself --------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return (self.config.channels, self.config.image_size, self.config.image_size)
+
+    @property
+    def cond_type(self) -> str:
+        return self.config.cond_type
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def diffusers_parts(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet}
+
+    def cond_from_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The network's condition for class labels: the labels, their token sentence, or None."""
+        if labels is None or self.cond_type == "none":
+            return None
+        return tokens_for_labels(labels) if self.cond_type == "tokens" else labels
+
+    def null_cond(self, batch: int, device=None) -> torch.Tensor | None:
         """The condition that means "no condition" (label dropout, classifier-free guidance): the extra class row,
-        or a sequence of null tokens (id 0)."""
-        if self.config.cond_type == "class":
+        or a sentence of null tokens (id 0) as long as a label's sentence."""
+        if self.cond_type == "class":
             return torch.full((batch,), self.config.num_classes, dtype=torch.long, device=device)
-        if self.config.cond_type == "tokens":
-            return torch.zeros(batch, seq_len, dtype=torch.long, device=device)
+        if self.cond_type == "tokens":
+            return torch.zeros(batch, TOKENS_PER_LABEL, dtype=torch.long, device=device)
         return None
 
+    def null_like(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """The null condition in the shape of ``cond`` (a token sequence keeps its length; embeddings become 0)."""
+        if cond is None or self.cond_type != "tokens":
+            return self.null_cond(cond.shape[0] if cond is not None else 0, cond.device if cond is not None else None)
+        return torch.zeros_like(cond)
+
+    # --- evaluation ------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        t = c_noise * self.config.c_noise_scale
         if cond is None:
             cond = self.null_cond(x.shape[0], x.device)
-        if self.config.cond_type == "tokens":
-            return self.unet(x, t, encoder_hidden_states=self.token_embedding(cond)).sample
-        if self.config.cond_type == "class":
-            return self.unet(x, t, class_labels=cond).sample
-        return self.unet(x, t).sample
+        if self.cond_type == "tokens":
+            states = cond if cond.is_floating_point() else self.token_embedding(cond)
+            return self.unet(x, c_noise, encoder_hidden_states=states).sample
+        if self.cond_type == "class":
+            return self.unet(x, c_noise, class_labels=cond).sample
+        return self.unet(x, c_noise).sample
 
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """The encoder's stages by name: each down block and the middle block."""
+        stages = {f"down.{i}": block for i, block in enumerate(self.unet.down_blocks)}
+        return {**stages, "mid": self.unet.mid_block}
 
-def build_net(config: NetConfig) -> UNetNet:
-    return UNetNet(config)
+    @contextmanager
+    def capture(self, names=None):
+        """Within the block, every forward call records the outputs of the named stages into the yielded dict."""
+        found: dict[str, torch.Tensor] = {}
+        modules = self.feature_modules()
+        unknown = set(names or ()) - set(modules)
+        if unknown:
+            raise KakusanError(f"unknown feature stages {sorted(unknown)}; known: {', '.join(modules)}")
+
+        def hook(name):
+            def record(module, inputs, output):
+                found[name] = output[0] if isinstance(output, tuple) else output
+            return record
+        handles = [m.register_forward_hook(hook(n)) for n, m in modules.items() if names is None or n in names]
+        try:
+            yield found
+        finally:
+            for h in handles:
+                h.remove()
+
+    def features(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None,
+                 names=None) -> dict[str, torch.Tensor]:
+        """Encoder activations {stage: (B, C, H, W)} of one forward pass (for a discriminator's heads)."""
+        with self.capture(names) as found:
+            self(x, c_noise, cond)
+        return dict(found)

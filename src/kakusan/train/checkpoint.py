@@ -1,15 +1,20 @@
-"""Resumable training checkpoints: a model folder (config + raw + EMA weights) plus the optimizer state and the
-trainer's counters, all safetensors/JSON and swapped in atomically as one folder."""
+"""Resumable training checkpoints, for any objective, swapped in atomically as one folder:
+
+    model/                        the objective's model folder (its raw weights and every EMA)
+    <module>.safetensors          the raw weights of each other module (a discriminator, ...)
+    optimizer-<name>.safetensors  the tensors of each optimizer
+    train_state.json              counters, optimizers' scalar state, the objective's own state
+
+All safetensors / JSON: loading a checkpoint never unpickles anything."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from ..diffusion.denoiser import MODEL_FILE, Denoiser, ema_file
 from ..utils import io
 
-OPTIMIZER_FILE = "optimizer.safetensors"
+MODEL_FOLDER = "model"
 STATE_FILE = "train_state.json"
 
 
@@ -34,26 +39,35 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(folder: Path, model: Denoiser, ema_weights: dict, optimizer: torch.optim.Optimizer,
-                    state: dict) -> None:
+def save_checkpoint(folder: Path, objective, ema_weights: dict | None, state: dict, info: dict) -> None:
     staging = io.staging_folder(folder)
-    model.write_into(staging, ema_weights)
-    tensors, meta = optimizer_tensors(optimizer)
-    io.save_tensors(tensors, staging / OPTIMIZER_FILE)
-    io.write_json({**state, "optimizer": meta}, staging / STATE_FILE)
+    objective.write_model(staging / MODEL_FOLDER, ema_weights, raw=True, info=info)
+    for name, module in objective.modules.items():
+        if name != MODEL_FOLDER:
+            io.save_tensors(module.state_dict(), staging / f"{name}.safetensors")
+    optimizers = {}
+    for name, optimizer in objective.optimizers.items():
+        tensors, optimizers[name] = optimizer_tensors(optimizer)
+        io.save_tensors(tensors, staging / f"optimizer-{name}.safetensors")
+    io.write_json({**state, "optimizers": optimizers}, staging / STATE_FILE)
     io.swap_folder(staging, folder)
 
 
-def load_checkpoint(folder: Path, model: Denoiser, ema, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore raw weights, every EMA, the optimizer; return the trainer counters."""
+def load_checkpoint(folder: Path, objective, ema) -> dict:
+    """Restore every module's raw weights, every EMA and every optimizer; return the loop's counters."""
     folder = io.resolve_folder(folder)
-    model.net.load_state_dict(io.load_tensors(folder / MODEL_FILE))
-    ema.load({s: io.load_tensors(folder / ema_file(s)) for s in ema.stds})
+    model_folder = folder / MODEL_FOLDER
+    objective.model_target().load_state_dict(objective.read_model_weights(model_folder, "raw"))
+    if ema is not None:
+        ema.load({s: objective.read_model_weights(model_folder, s) for s in ema.stds})
+    for name, module in objective.modules.items():
+        if name != MODEL_FOLDER:
+            module.load_state_dict(io.load_tensors(folder / f"{name}.safetensors"))
     state = io.read_json(folder / STATE_FILE)
-    load_optimizer(optimizer, io.load_tensors(folder / OPTIMIZER_FILE), state.pop("optimizer"))
+    for name, meta in state.pop("optimizers").items():
+        load_optimizer(objective.optimizers[name], io.load_tensors(folder / f"optimizer-{name}.safetensors"), meta)
     return state
 
 
 def has_checkpoint(folder: Path) -> bool:
-    folder = io.resolve_folder(folder)
-    return (folder / STATE_FILE).is_file()
+    return (io.resolve_folder(folder) / STATE_FILE).is_file()

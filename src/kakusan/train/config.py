@@ -1,18 +1,83 @@
-"""The training configuration: one dataclass, stored as ``train_config.json`` in the run folder."""
+"""Training configurations: what every run of the generic loop has (:class:`LoopConfig`), and the denoiser training
+of the core and of cold diffusion (:class:`TrainConfig`). Stored as ``train_config.json`` in the run folder."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .. import KakusanError
-from ..cold import DEGRADATIONS
-from ..nets import PRESETS, TIME_CONDITIONINGS
+from ..cold import DEGRADATIONS, check_options
+from ..nets import check_preset, check_time_conditioning
 
 PROCESS_NAMES = ("edm", "ddpm", *DEGRADATIONS)
+# An EMA profile t^gamma on [0, 1] has relative std sigma_rel < sqrt(1/12), the std of the uniform profile (gamma -> 0)
+MAX_SIGMA_REL = math.sqrt(1 / 12)
+# Only the training length may change when a run is resumed: anything else would make it a different run.
+RESUMABLE_CHANGES = ("kimg", "minutes")
 
 
 @dataclass
-class TrainConfig:
+class LoopConfig:
+    """Bookkeeping and optimisation shared by every objective."""
+
+    batch_size: int = 64  # global batch, split across processes
+    kimg: float = 50.0  # training length in thousands of images
+    minutes: float | None = None  # optional wall-clock budget; stops (and saves) when reached
+    lr: float = 5e-4
+    warmup_kimg: float = 2.0
+    lr_decay_kimg: float | None = None  # inverse-sqrt decay after this many kimg (EDM2 eq. 16); None: constant
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.99)  # EDM2 (Karras et al. 2024, Table 1) uses beta_2 = 0.99
+    grad_clip: float = 1.0
+    ema_stds: list[float] = field(default_factory=lambda: [0.05, 0.10])
+    seed: int = 0
+    checkpoint_kimg: float = 5.0
+    sample_kimg: float = 10.0
+    log_kimg: float = 0.5
+    snapshot_kimg: list[float] = field(default_factory=list)
+    sample_grid: int = 64  # images in each periodic grid
+    log_with: str | None = None  # an accelerate tracker ("tensorboard", ...) besides metrics.jsonl
+
+    def validate(self):
+        checks = [
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.kimg > 0, "kimg must be > 0"),
+            (self.minutes is None or self.minutes > 0, "minutes must be > 0"),
+            (self.lr > 0, "lr must be > 0"),
+            (all(0 <= b < 1 for b in self.adam_betas) and len(self.adam_betas) == 2, "adam_betas must be 2 in [0, 1)"),
+            (all(0 < s < MAX_SIGMA_REL for s in self.ema_stds),
+             f"EMA lengths (sigma_rel) must be in (0, {MAX_SIGMA_REL:.4f})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise KakusanError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if "adam_betas" in d:
+            d["adam_betas"] = tuple(d["adam_betas"])
+        return cls(**d)
+
+    @classmethod
+    def resumed(cls, stored: dict, changes: dict):
+        """The stored config of a run with ``changes``, which may touch only the training length."""
+        changed = sorted(k for k in changes if k not in RESUMABLE_CHANGES)
+        if changed:
+            raise KakusanError(f"a resumed run may change only {' and '.join(RESUMABLE_CHANGES)} (got {changed})")
+        return cls.from_dict({**stored, "minutes": None, **changes})
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """A denoiser: data, network, forward process (Gaussian or a cold degradation), loss, speed options."""
+
     # data
     data: str = "mnist"
     image_size: int = 32
@@ -29,47 +94,26 @@ class TrainConfig:
     p_std: float = 1.2
     loss: str = "auto"  # l2 | l1 | auto (l1 for cold degradations, as in the paper; l2 otherwise)
     cond: str = "auto"  # auto (class if the data has labels) | none | class | tokens
-    # optimisation
-    batch_size: int = 64  # global batch, split across processes
-    kimg: float = 50.0  # training length in thousands of images
-    minutes: float | None = None  # optional wall-clock budget; stops (and saves) when reached
-    lr: float = 5e-4
-    warmup_kimg: float = 2.0
-    lr_decay_kimg: float | None = None  # inverse-sqrt decay after this many kimg (EDM2 eq. 16); None: constant
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
     label_dropout: float = 0.1  # probability of the null condition (classifier-free guidance)
-    ema_stds: list[float] = field(default_factory=lambda: [0.05, 0.10])
     # speed
     precision: str = "fp32"  # fp32 | bf16
     channels_last: bool = False
     compile: bool = False
-    # bookkeeping
-    seed: int = 0
-    checkpoint_kimg: float = 5.0
-    sample_kimg: float = 10.0
-    log_kimg: float = 0.5
-    snapshot_kimg: list[float] = field(default_factory=list)
-    sample_grid: int = 64  # images in each periodic grid
 
     def validate(self) -> "TrainConfig":
+        super().validate()
+        check_preset(self.preset)
+        check_time_conditioning(self.time_conditioning)
+        if self.process not in PROCESS_NAMES:
+            raise KakusanError(f"unknown process {self.process!r}: choose one of {', '.join(PROCESS_NAMES)}")
+        if self.process in DEGRADATIONS or self.to_mean:
+            check_options(self.process, self.steps, self.to_mean)
         checks = [
-            (self.batch_size >= 1, "batch size must be >= 1"),
-            (self.kimg > 0, "kimg must be > 0"),
-            (self.lr > 0, "lr must be > 0"),
-            (0 <= self.label_dropout < 1, "label dropout must be in [0, 1)"),
-            (self.process in PROCESS_NAMES,
-             f"unknown process {self.process!r}: choose one of {', '.join(PROCESS_NAMES)}"),
+            (0 <= self.label_dropout < 1, "label_dropout must be in [0, 1)"),
             (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
             (self.p_std > 0, "p_std must be > 0"),
-            (self.time_conditioning in TIME_CONDITIONINGS,
-             f"time conditioning must be {' or '.join(TIME_CONDITIONINGS)}"),
-            (self.steps is None or self.steps >= 1, "steps must be >= 1"),
-            (not self.to_mean or self.process == "blur", "--to-mean applies to --process blur only"),
-            (self.preset in PRESETS, f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}"),
             (self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16"),
             (self.cond in ("auto", "none", "class", "tokens"), "cond must be auto, none, class or tokens"),
-            (all(0 < s < 0.28 for s in self.ema_stds), "EMA lengths (sigma_rel) must be in (0, 0.28)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -79,11 +123,3 @@ class TrainConfig:
     @property
     def cold(self) -> bool:
         return self.process in DEGRADATIONS
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..utils.io import resolve_folder
+
 ZOO_DIR = Path(__file__).parent
 
 
@@ -11,11 +13,13 @@ def available() -> list[str]:
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
-    """A model folder from a path (a run folder means its ``checkpoint/``) or a shipped model name (``mnist-s``)."""
+    """A model folder from a path (a run folder means its ``checkpoint/model/``, a checkpoint its ``model/``) or a
+    shipped model name (``mnist-s``)."""
     path = Path(name_or_path)
     if path.exists():
-        if not (path / "config.json").exists() and (path / "checkpoint").exists():
-            return path / "checkpoint"
+        for inner in (resolve_folder(path / "checkpoint") / "model", path / "model"):
+            if not (path / "config.json").exists() and (inner / "config.json").exists():
+                return inner
         return path
     if (ZOO_DIR / str(name_or_path)).is_dir():
         return ZOO_DIR / str(name_or_path)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..utils.io import write_bytes
+from .io import write_bytes
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,165 @@
+"""Training a denoiser on the generic loop (Karras et al. 2022, "training": sigma ~ p_train, x = D(x0, sigma),
+minimise lambda(sigma) ||D_theta(x; sigma, c) - x0||^2) — for the Gaussian processes and, with the L1 loss of the
+paper, for the restorers of cold diffusion (Bansal et al. 2022, eq. 3).
+
+:class:`DenoiserObjective` is the part every objective whose model is a :class:`Denoiser` shares (saving, loading,
+EMA target); :class:`DiffusionObjective` adds the data, the loss and the preview; :class:`Trainer` runs it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+
+from .. import KakusanError
+from ..cold import build_degradation
+from ..data import ImageDataset, load_dataset, token_vocab_size
+from ..nets import NetConfig
+from ..train.config import TrainConfig
+from ..train.loop import Objective, TrainLoop
+from ..utils import io
+from .denoiser import RAW, Denoiser, ema_variant, preconditioned
+from .generate import generate
+from .process import DDPMProcess, EDMProcess, per_sample
+
+PREVIEW_STEPS = 18  # Heun steps of the periodic grids (35 network evaluations)
+
+
+def build_process(config: TrainConfig, data: ImageDataset):
+    if config.cold:
+        return build_degradation(config.process, steps=config.steps, to_mean=config.to_mean,
+                                 source=config.mix_source, images=data.images)
+    if config.process == "edm":
+        return EDMProcess(p_mean=config.p_mean, p_std=config.p_std)
+    return DDPMProcess(schedule=config.beta_schedule)
+
+
+def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
+    cond = config.cond
+    if cond == "auto":  # cold restorers are unconditional, as in the paper
+        cond = "class" if data.labels is not None and not config.cold else "none"
+    if cond in ("class", "tokens") and data.labels is None:
+        raise KakusanError(f"cond {cond!r} needs labels, but data set {data.name!r} has none "
+                           "(put the images in one sub-folder per class)")
+    net = NetConfig(preset=config.preset, image_size=data.image_size, channels=data.channels, cond_type=cond,
+                    num_classes=data.num_classes if cond == "class" else 0,
+                    vocab_size=token_vocab_size(data.num_classes) if cond == "tokens" else 0,
+                    time_conditioning=config.time_conditioning)
+    return Denoiser.create(net, build_process(config, data), {"data": data.name, "class_names": data.class_names})
+
+
+def drop_condition(model: Denoiser, cond, p: float, generator: torch.Generator):
+    """Replace the condition by the null condition with probability p (classifier-free guidance training)."""
+    if cond is None or p <= 0:
+        return cond
+    drop = torch.rand(cond.shape[0], generator=generator, device=cond.device) < p
+    return torch.where(drop.view(-1, *([1] * (cond.dim() - 1))), model.null_like(cond), cond)
+
+
+class DenoiserObjective(Objective):
+    """What objectives whose model is a :class:`Denoiser` share: the EMAs average its net; it is saved as a model
+    folder."""
+
+    model: Denoiser
+
+    def model_target(self):
+        return self.model.net
+
+    def prepare(self, accel):
+        self.net, self.optimizers["model"] = accel.prepare(self.model.net, self.optimizers["model"])
+        self.forward = self.net
+
+    def write_model(self, folder, ema_weights, raw=True, info=None):
+        self.model.info.update(info or {})
+        self.model.write_into(Path(folder), ema_weights, raw=raw)
+
+    def read_model_weights(self, folder, which):
+        folder, config = Denoiser.read_config(folder)
+        variant = RAW if which == RAW else ema_variant(which)
+        return self.model.read_weights(folder, variant, config["weights"]["default"])
+
+
+class DiffusionObjective(DenoiserObjective):
+    def __init__(self, config: TrainConfig, data: ImageDataset | None = None):
+        self.config = config.validate()
+        self.data = data or load_dataset(config.data, config.image_size, config.channels)
+        self.l1 = config.loss == "l1" or (config.loss == "auto" and config.cold)
+        device = PartialState().device
+        torch.manual_seed(config.seed)  # the initial weights
+        self.model = build_model(config, self.data).to(device)
+        if config.channels_last:
+            self.model.net.to(memory_format=torch.channels_last)
+        options = {"foreach": True} if device.type == "cpu" else {"fused": True}
+        self.modules = {"model": self.model}
+        self.optimizers = {"model": torch.optim.AdamW(self.model.net.parameters(), lr=config.lr,
+                                                      betas=tuple(config.adam_betas),
+                                                      weight_decay=config.weight_decay, **options)}
+        self.forward, self._viewer = self.model.net, None
+
+    def prepare(self, accel):
+        super().prepare(accel)
+        if self.config.compile:
+            self.forward = torch.compile(self.net)
+
+    def loss(self, x0: torch.Tensor, cond, generator: torch.Generator) -> torch.Tensor:
+        process = self.model.process
+        sigma = process.sample_t(x0.shape[0], generator, x0.device)
+        x = process.degrade(x0, sigma, generator)
+        D = preconditioned(process, self.forward, x, sigma, cond,
+                           autocast=torch.bfloat16 if self.config.precision == "bf16" else None)
+        error = (D - x0).abs() if self.l1 else (D - x0) ** 2
+        return (per_sample(process.loss_weight(sigma), x) * error).mean()
+
+    def train_step(self, loop):
+        idx = loop.local_batch(len(self.data))
+        device = loop.accel.device
+        x0 = self.data.images[idx].to(device)
+        if self.config.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        labels = self.data.labels[idx].to(device) if self.data.labels is not None else None
+        generator = loop.generator
+        cond = drop_condition(self.model, self.model.cond_from_labels(labels), self.config.label_dropout, generator)
+        loss = self.loss(x0, cond, generator)
+        grad_norm = loop.optimize("model", loss, self.net.parameters())
+        return {"loss": loss.item(), "grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def preview(self, ema_weights):
+        from ..cold.restore import restoration_preview
+
+        if self._viewer is None:  # one sampling copy of the network, refilled with the longest EMA for each grid
+            with torch.random.fork_rng():
+                self._viewer = build_model(self.config, self.data).to(next(self.model.parameters()).device).eval()
+        viewer = self._viewer
+        viewer.net.load_state_dict(ema_weights[max(ema_weights)] if ema_weights else self.model.net.state_dict())
+        n, labelled = self.config.sample_grid, self.data.labels is not None
+        labels = torch.arange(n) % max(self.data.num_classes, 1) if labelled else None
+        if viewer.process.generative:
+            images = generate(viewer, range(n), cond=viewer.cond_from_labels(labels), steps=PREVIEW_STEPS,
+                              progress=False)
+        else:  # a restorer: restore held images of every class
+            images = restoration_preview(viewer, self.data.images[::max(1, len(self.data) // n)][:n])
+        return images, (max(self.data.num_classes, 8) if labelled else None)
+
+
+class Trainer(TrainLoop):
+    """Train a denoiser: ``Trainer(TrainConfig(...), run_dir).train()``; ``Trainer.resume(run_dir, kimg=...)``."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+                 trackers=None):
+        config = config.validate()
+        super().__init__(DiffusionObjective(config), config, run_dir, resume=resume, progress=progress,
+                         trackers=trackers)
+
+    @property
+    def model(self) -> Denoiser:
+        return self.objective.model
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, progress: bool = True, **changes) -> "Trainer":
+        """Continue the run in ``run_dir`` exactly where it stopped; only ``kimg`` and ``minutes`` may change."""
+        stored = Path(run_dir) / "train_config.json"
+        if not stored.is_file():
+            raise KakusanError(f"nothing to resume: {run_dir} has no train_config.json")
+        return cls(TrainConfig.resumed(io.read_json(stored), changes), run_dir, resume=True, progress=progress)

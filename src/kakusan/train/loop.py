@@ -1,0 +1,279 @@
+"""The one training loop, for any :class:`Objective`: accelerate (one CPU process, or ``accelerate launch`` on many
+processes / GPUs), a run folder, a progress bar, the learning-rate schedule, a NaN guard, power-function EMAs, a
+metrics log (``metrics.jsonl`` and optionally an accelerate tracker), preview grids, snapshots and atomic checkpoints.
+
+Exact resume: an objective draws its data and noise as pure functions of (seed, step, process rank) — see
+:func:`batch_indices` and :func:`step_generator` — so restoring weights, EMAs, optimizers and the step counter
+continues bit for bit where training stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from .. import KakusanError
+from ..utils.images import save_grid
+from ..utils.plots import plot_loss
+from ..utils import io
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .config import LoopConfig
+from .ema import PowerEMA
+
+
+class TrainingDiverged(KakusanError):
+    pass
+
+
+# Seeds of the data order and of each step's noise. Large primes keep (seed, epoch) and (seed, step, rank) apart:
+# two different triples give the same seed only for runs of more than ~1e6 epochs, 1e3 steps per seed apart, or 1e3
+# processes, far beyond any run here.
+EPOCH_PRIME, SEED_PRIME, STEP_PRIME = 1_000_003, 7919, 1009
+
+
+def batch_indices(seed: int, n: int, batch: int, step: int) -> torch.Tensor:
+    """Indices of global batch ``step`` in an endless stream of per-epoch random permutations of range(n)."""
+    start = step * batch
+    out, pos = [], start
+    while pos < start + batch:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * EPOCH_PRIME + epoch))
+        take = min(n - offset, start + batch - pos)
+        out.append(perm[offset:offset + take])
+        pos += take
+    return torch.cat(out)
+
+
+def step_generator(seed: int, step: int, rank: int, device="cpu") -> torch.Generator:
+    """The generator of all random draws of one training step on one process."""
+    return torch.Generator(device).manual_seed((seed * SEED_PRIME + step) * STEP_PRIME + rank)
+
+
+def lr_at(base: float, config: LoopConfig, images_seen: int) -> float:
+    """Linear warm-up, then optional inverse-square-root decay (Karras et al. 2024, eq. 16)."""
+    kimg = images_seen / 1000
+    lr = base * min(1.0, kimg / config.warmup_kimg) if config.warmup_kimg > 0 else base
+    if config.lr_decay_kimg:
+        lr /= math.sqrt(max(kimg / config.lr_decay_kimg, 1.0))
+    return lr
+
+
+class Objective:
+    """A training problem on the loop. It owns its named ``modules`` (``modules['model']`` is the model it delivers:
+    sampled in previews, saved in snapshots) and named ``optimizers``, and takes one step at a time."""
+
+    modules: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def model_target(self) -> torch.nn.Module:
+        """The module whose weights are the model's weights (and are averaged by the EMAs)."""
+        return self.modules["model"]
+
+    def prepare(self, accel: Accelerator) -> None:
+        """Wrap the trained modules and optimizers for accelerate (called once, after any resume)."""
+
+    def set_learning_rates(self, config: LoopConfig, images_seen: int, step: int) -> None:
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(group["initial_lr"], config, images_seen)
+
+    def train_step(self, loop: "TrainLoop") -> dict[str, float]:
+        """One optimisation step on global batch ``loop.step``; returns numbers to log (e.g. the loss)."""
+        raise NotImplementedError
+
+    def preview(self, ema_weights: dict | None) -> tuple[torch.Tensor, int | None] | None:
+        """(images, images per row) for the periodic grid, or None."""
+        return None
+
+    def write_model(self, folder: Path, ema_weights: dict | None, raw: bool = True, info: dict | None = None) -> None:
+        raise NotImplementedError
+
+    def read_model_weights(self, folder: Path, which) -> dict[str, torch.Tensor]:
+        """The raw weights (``which='raw'``) or one EMA (its length) from a model folder written by write_model."""
+        raise NotImplementedError
+
+
+class TrainLoop:
+    def __init__(self, objective: Objective, config: LoopConfig, run_dir: str | Path, *, resume: bool = False,
+                 progress: bool = True, run_config: dict | None = None, trackers=None):
+        self.run_dir = Path(run_dir)
+        if resume:
+            if not has_checkpoint(self.run_dir / "checkpoint"):
+                raise KakusanError(f"nothing to resume: {self.run_dir} has no checkpoint")
+        elif (self.run_dir / "train_config.json").exists():
+            raise KakusanError(f"{self.run_dir} already holds a run; resume it or choose another output folder "
+                               "(nothing was overwritten)")
+        self.objective, self.config, self.progress = objective, config.validate(), progress
+        self.run_config = run_config or config.to_dict()
+        self.accel = Accelerator(log_with=trackers or config.log_with, project_dir=str(self.run_dir))
+        if config.batch_size % self.accel.num_processes:
+            raise KakusanError(f"batch size {config.batch_size} is not divisible by {self.accel.num_processes} processes")
+        target = objective.model_target()
+        self.ema = PowerEMA(target, config.ema_stds) if config.ema_stds else None
+        for optimizer in objective.optimizers.values():
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        self.images_seen, self.step = 0, 0
+        if resume:
+            state = load_checkpoint(self.run_dir / "checkpoint", objective, self.ema)
+            self.images_seen, self.step = state["images_seen"], state["step"]
+        objective.prepare(self.accel)
+        self.preview_seconds = 0.0
+
+    # --- helpers for objectives ------------------------------------------------------------------------------
+    @property
+    def generator(self) -> torch.Generator:
+        """This step's generator on this process."""
+        return step_generator(self.config.seed, self.step, self.accel.process_index, self.accel.device)
+
+    def local_batch(self, n: int) -> torch.Tensor:
+        """This process's share of the indices (into a data set of n items) of this step's global batch."""
+        idx = batch_indices(self.config.seed, n, self.config.batch_size, self.step)
+        return idx[self.accel.process_index::self.accel.num_processes]
+
+    def guard(self, what: str, value: torch.Tensor) -> None:
+        """Stop with a clear message (the last good checkpoint untouched) when ``value`` is not finite."""
+        if not torch.isfinite(value).all():
+            raise TrainingDiverged(
+                f"{what} became {value.detach().flatten()[0].item()} at step {self.step} ({self.images_seen / 1000:.1f} "
+                f"kimg); training stopped. The last good checkpoint in {self.run_dir / 'checkpoint'} is untouched — "
+                "try a lower learning rate.")
+
+    def optimize(self, name: str, loss: torch.Tensor, parameters) -> float:
+        """Backward ``loss`` and step optimizer ``name`` (gradient clipping from the config); returns the grad norm."""
+        self.guard(f"{name} loss", loss)
+        optimizer = self.objective.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        self.accel.backward(loss)
+        parameters = list(parameters)
+        clip = self.config.grad_clip
+        grad_norm = self.accel.clip_grad_norm_(parameters, clip) if clip else torch.zeros(())
+        self.guard(f"{name} gradient norm", grad_norm)
+        optimizer.step()
+        return float(grad_norm)
+
+    # --- the loop ------------------------------------------------------------------------------------------------
+    def one_step(self) -> dict[str, float]:
+        """Learning rates, one step of the objective, the counters, the EMAs."""
+        cfg = self.config
+        self.objective.set_learning_rates(cfg, self.images_seen, self.step)
+        logs = self.objective.train_step(self)
+        self.step += 1
+        self.images_seen += cfg.batch_size
+        if self.ema is not None:
+            self.ema.update(self.accel.unwrap_model(self.objective.model_target()), self.images_seen, cfg.batch_size)
+        return logs
+
+    def train(self) -> dict:
+        cfg, accel = self.config, self.accel
+        main = accel.is_main_process
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            io.write_json(self.run_config, self.run_dir / "train_config.json")
+            with open(self.run_dir / "command.txt", "a") as f:
+                f.write(shlex.join(["kakusan", *sys.argv[1:]]) + "\n")
+        if cfg.log_with:
+            accel.init_trackers(self.run_dir.name, config={k: str(v) for k, v in self.run_config.items()})
+        total = int(cfg.kimg * 1000)
+        start_time = time.time()
+        start_images = self._start_images = self.images_seen
+        budget = cfg.minutes * 60 if cfg.minutes is not None else math.inf
+        every = {k: int(getattr(cfg, k) * 1000) for k in ("checkpoint_kimg", "sample_kimg", "log_kimg")}
+        snapshots = sorted(int(k * 1000) for k in cfg.snapshot_kimg)
+        bar = tqdm(total=total, initial=self.images_seen, unit="img", unit_scale=True, desc=f"training {self.run_dir.name}",
+                   disable=not (main and self.progress), dynamic_ncols=True, smoothing=0.1)
+        logs: dict[str, list] = {}
+        last_log_time, stop_reason = time.time(), "done"
+        while self.images_seen < total:
+            before = self.images_seen
+            for key, value in self.one_step().items():
+                logs.setdefault(key, []).append(value)
+            elapsed = time.time() - start_time
+            self._update_bar(bar, before, total, elapsed, budget, logs)
+            crossed = lambda n: n > 0 and before // n != self.images_seen // n  # noqa: E731
+            if crossed(every["log_kimg"]):
+                now = time.time()
+                self._log({"kimg": self.images_seen / 1000, "step": self.step,
+                           **{k: sum(v) / len(v) for k, v in logs.items()}, "lr": self._lr(),
+                           "img_s": round(every["log_kimg"] / max(now - last_log_time, 1e-9), 2),
+                           "wall_s": round(now - start_time, 1)})
+                logs, last_log_time = {}, now
+            for snap in snapshots:
+                if before < snap <= self.images_seen and main:
+                    self.save_snapshot()
+            # stop early enough that the final checkpoint and grid still fit in the budget
+            out_of_time = elapsed + self.preview_seconds > budget
+            if out_of_time:
+                stop_reason = f"time budget of {cfg.minutes} min reached"
+            last = self.images_seen >= total or out_of_time
+            if crossed(every["checkpoint_kimg"]) or last:
+                self.save_checkpoint()
+            if crossed(every["sample_kimg"]) or last:
+                self.save_preview()
+            if out_of_time:
+                break
+        bar.close()
+        elapsed = time.time() - start_time
+        summary = {"kimg": self.images_seen / 1000, "step": self.step, "stop": stop_reason, "wall_s": round(elapsed, 1),
+                   "img_s": round((self.images_seen - start_images) / max(elapsed, 1e-9), 2)}
+        if main:
+            plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        if cfg.log_with:
+            accel.end_training()
+        return summary
+
+    def _update_bar(self, bar, before: int, total: int, elapsed: float, budget: float, logs: dict) -> None:
+        """Progress in images; under a time budget the total is what the budget will reach, so the ETA is right."""
+        if budget < math.inf:
+            rate = (self.images_seen - self._start_images) / max(elapsed, 1e-9)
+            reachable = self.images_seen + rate * max(budget - elapsed - self.preview_seconds, 0)
+            bar.total = int(min(total, max(reachable, self.images_seen)))
+        bar.update(self.images_seen - before)
+        bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in logs.items() if k.startswith("loss")}, refresh=False)
+
+    def _lr(self) -> float:
+        return next(iter(self.objective.optimizers.values())).param_groups[0]["lr"]
+
+    def _log(self, row: dict) -> None:
+        if self.config.log_with:
+            self.accel.log({k: v for k, v in row.items() if k != "kimg"}, step=self.step)
+        if self.accel.is_main_process:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _info(self) -> dict:
+        return {"images_seen": self.images_seen, "train_config": self.run_config}
+
+    def _ema_state(self):
+        return self.ema.state() if self.ema is not None else None
+
+    def save_checkpoint(self) -> None:
+        self.accel.wait_for_everyone()
+        if self.accel.is_main_process:
+            save_checkpoint(self.run_dir / "checkpoint", self.objective, self._ema_state(),
+                            {"images_seen": self.images_seen, "step": self.step}, self._info())
+
+    def save_snapshot(self) -> None:
+        folder = self.run_dir / "snapshots" / f"kimg-{self.images_seen / 1000:06.1f}"
+        staging = io.staging_folder(folder)
+        self.objective.write_model(staging, self._ema_state(), raw=True, info=self._info())
+        io.swap_folder(staging, folder)
+
+    @torch.no_grad()
+    def save_preview(self) -> None:
+        if not self.accel.is_main_process:
+            return
+        t0 = time.time()
+        with torch.random.fork_rng():
+            shown = self.objective.preview(self._ema_state())
+        if shown is not None:
+            images, nrow = shown
+            save_grid(images, self.run_dir / "samples" / f"kimg-{self.images_seen / 1000:06.1f}.png", nrow=nrow)
+        self.preview_seconds = time.time() - t0

@@ -127,6 +127,16 @@ def test_the_loop_logs_to_an_accelerate_tracker(tmp_path):
     assert recorder.configs and recorder.configs[0]["batch_size"] == "16"
 
 
+def test_a_tracker_that_is_not_installed_is_a_clear_error(tmp_path):
+    import accelerate.tracking
+
+    if accelerate.tracking.is_tensorboard_available():
+        pytest.skip("tensorboard is installed here")
+    with pytest.raises(KakusanError, match="pip install tensorboard"):
+        TrainLoop(TwoPlayers(), config(log_with="tensorboard"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_may_change_only_the_training_length():
     stored = config().to_dict()
     assert LoopConfig.resumed(stored, {"kimg": 1.0}).kimg == 1.0

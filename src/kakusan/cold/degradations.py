@@ -41,6 +41,8 @@ class Degradation(ForwardProcess):
     default_sampler = "alg2"
     generative = False  # can x_T be drawn without a clean image?
     score_based = False  # R(x_t, t) ~ x0 of a deterministic degradation is no score: guidance does not apply
+    default_loss = "l1"  # Bansal et al. 2022, sec. 3.2: restorers are trained with the L1 norm
+    conditional_by_default = False  # the paper's restorers are unconditional
 
     def sample_t(self, batch, generator=None, device=None):
         # t ~ U{1..T}

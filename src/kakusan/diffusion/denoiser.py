@@ -36,10 +36,20 @@ def ema_variant(std: float) -> str:
 
 
 def weight_files(net: nn.Module, variant: str, default: str) -> dict[str, str]:
-    """{key prefix: file relative to the folder} of one weight set (prefix '' = everything else)."""
+    """{key prefix: file relative to the folder} of one weight set: one file per diffusers part of the net, and
+    ``net[.variant].safetensors`` (prefix '') for every other parameter."""
     suffix = "" if variant == default else f".{variant}"
     files = {f"{part}.": f"{part}/{DIFFUSERS_WEIGHTS}{suffix}.safetensors" for part in net.diffusers_parts()}
     return {**files, "": f"{NET_WEIGHTS}{suffix}.safetensors"}
+
+
+def split_state(state: dict[str, torch.Tensor], prefixes) -> dict[str, dict[str, torch.Tensor]]:
+    """{prefix: that part's tensors with the prefix removed}; keys under no prefix go to the part ''."""
+    parts = {p: {} for p in prefixes}
+    for key, value in state.items():
+        prefix = next((p for p in parts if p and key.startswith(p)), "")
+        parts[prefix][key[len(prefix):]] = value
+    return parts
 
 
 def preconditioned(process: ForwardProcess, net, x: torch.Tensor, sigma: torch.Tensor, cond=None,
@@ -115,14 +125,10 @@ class Denoiser(nn.Module):
         for part, module in self.net.diffusers_parts().items():
             io.write_text(module.to_json_string(), folder / part / CONFIG_FILE)
         for variant, state in sets.items():
-            for prefix, name in weight_files(self.net, variant, default).items():
-                if prefix:
-                    chunk = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-                else:
-                    chunk = {k: v for k, v in state.items()
-                             if not any(k.startswith(p) for p in weight_files(self.net, variant, default) if p)}
+            files = weight_files(self.net, variant, default)
+            for prefix, chunk in split_state(state, files).items():
                 if chunk:
-                    io.save_tensors(chunk, folder / name)
+                    io.save_tensors(chunk, folder / files[prefix])
         config = {"kakusan_version": __version__, "net": self.net.config.to_dict(), "process": self.process.to_config(),
                   **self.info, "ema_stds": emas, "weights": {"default": default, "sets": sorted(sets)}}
         io.write_json(config, folder / CONFIG_FILE)
@@ -147,6 +153,10 @@ class Denoiser(nn.Module):
         for prefix, name in weight_files(self.net, variant, default).items():
             if (folder / name).is_file():
                 state.update({prefix + k: v for k, v in io.load_tensors(folder / name).items()})
+        missing = sorted(set(self.net.state_dict()) - set(state))
+        if missing:
+            raise KakusanError(f"{folder}: weight set {variant!r} is incomplete ({len(missing)} tensors missing, "
+                               f"e.g. {missing[0]}); the folder is damaged")
         return state
 
     @classmethod

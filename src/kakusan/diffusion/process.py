@@ -47,6 +47,8 @@ class ForwardProcess:
     default_sampler: str = "heun"
     generative: bool = True  # can x_T be drawn without a clean image (see ``prior``)?
     score_based: bool = True  # is (D(x; t) - x) / t^2 a score (Tweedie), so that guidance applies?
+    default_loss: str = "l2"  # the training loss when the user does not choose one
+    conditional_by_default: bool = True  # condition on the data's labels when it has some and the user does not say
 
     def sampler(self, name: str):
         """The sampler function ``(denoise, x, grid, *, noise, progress, **options)`` called ``name``."""

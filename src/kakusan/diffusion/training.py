@@ -36,9 +36,10 @@ def build_process(config: TrainConfig, data: ImageDataset):
 
 
 def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
+    process = build_process(config, data)
     cond = config.cond
-    if cond == "auto":  # cold restorers are unconditional, as in the paper
-        cond = "class" if data.labels is not None and not config.cold else "none"
+    if cond == "auto":
+        cond = "class" if data.labels is not None and process.conditional_by_default else "none"
     if cond in ("class", "tokens") and data.labels is None:
         raise KakusanError(f"cond {cond!r} needs labels, but data set {data.name!r} has none "
                            "(put the images in one sub-folder per class)")
@@ -46,7 +47,7 @@ def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
                     num_classes=data.num_classes if cond == "class" else 0,
                     vocab_size=token_vocab_size(data.num_classes) if cond == "tokens" else 0,
                     time_conditioning=config.time_conditioning)
-    return Denoiser.create(net, build_process(config, data), {"data": data.name, "class_names": data.class_names})
+    return Denoiser.create(net, process, {"data": data.name, "class_names": data.class_names})
 
 
 def drop_condition(model: Denoiser, cond, p: float, generator: torch.Generator):
@@ -84,10 +85,10 @@ class DiffusionObjective(DenoiserObjective):
     def __init__(self, config: TrainConfig, data: ImageDataset | None = None):
         self.config = config.validate()
         self.data = data or load_dataset(config.data, config.image_size, config.channels)
-        self.l1 = config.loss == "l1" or (config.loss == "auto" and config.cold)
         device = PartialState().device
         torch.manual_seed(config.seed)  # the initial weights
         self.model = build_model(config, self.data).to(device)
+        self.l1 = (self.model.process.default_loss if config.loss == "auto" else config.loss) == "l1"
         if config.channels_last:
             self.model.net.to(memory_format=torch.channels_last)
         options = {"foreach": True} if device.type == "cpu" else {"fused": True}

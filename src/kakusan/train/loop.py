@@ -13,6 +13,7 @@ import math
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -112,7 +113,12 @@ class TrainLoop:
                                "(nothing was overwritten)")
         self.objective, self.config, self.progress = objective, config.validate(), progress
         self.run_config = run_config or config.to_dict()
-        self.accel = Accelerator(log_with=trackers or config.log_with, project_dir=str(self.run_dir))
+        with warnings.catch_warnings():  # a tracker that is not installed is our error below, not a warning
+            warnings.filterwarnings("ignore", message=".*no supported trackers are currently installed")
+            self.accel = Accelerator(log_with=trackers or config.log_with, project_dir=str(self.run_dir))
+        if config.log_with and not self.accel.log_with:
+            raise KakusanError(f"log_with {config.log_with!r}: no such tracker is installed "
+                               f"(e.g. pip install {config.log_with})")
         if config.batch_size % self.accel.num_processes:
             raise KakusanError(f"batch size {config.batch_size} is not divisible by {self.accel.num_processes} processes")
         target = objective.model_target()

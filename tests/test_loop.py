@@ -120,8 +120,7 @@ def test_the_loop_logs_to_an_accelerate_tracker(tmp_path):
             self.rows.append((step, values))
 
     recorder = Recorder()
-    TrainLoop(TwoPlayers(), config(kimg=0.064, log_with="recorder"), tmp_path / "run", progress=False,
-              trackers=[recorder]).train()
+    TrainLoop(TwoPlayers(), config(kimg=0.064), tmp_path / "run", progress=False, trackers=[recorder]).train()
     assert [step for step, _ in recorder.rows] == [2, 4]
     assert {"loss_d", "loss_g", "lr"} <= recorder.rows[0][1].keys()
     assert recorder.configs and recorder.configs[0]["batch_size"] == "16"
@@ -135,6 +134,15 @@ def test_a_tracker_that_is_not_installed_is_a_clear_error(tmp_path):
     with pytest.raises(KakusanError, match="pip install tensorboard"):
         TrainLoop(TwoPlayers(), config(log_with="tensorboard"), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_resuming_with_other_settings_is_refused_before_anything_is_touched(tmp_path):
+    TrainLoop(TwoPlayers(), config(kimg=0.064), tmp_path / "run", progress=False).train()
+    before = tree_bytes(tmp_path / "run")
+    with pytest.raises(KakusanError, match="other settings \\(lr, seed\\)"):
+        TrainLoop(TwoPlayers(), config(kimg=0.128, lr=1.0, seed=3), tmp_path / "run", resume=True, progress=False)
+    assert tree_bytes(tmp_path / "run") == before
+    TrainLoop(TwoPlayers(), config(kimg=0.128), tmp_path / "run", resume=True, progress=False).train()  # longer: fine
 
 
 def test_resume_may_change_only_the_training_length():

@@ -44,8 +44,10 @@ def test_null_condition_keeps_the_shape_of_the_condition():
     net = token_net()
     ids = torch.ones(3, 5, dtype=torch.long)
     assert net.null_like(ids).shape == (3, 5) and not net.null_like(ids).any()
-    emb = torch.randn(3, 5, 64)
-    assert net.null_like(emb).shape == emb.shape
+    emb = torch.randn(3, 5, 64)  # embeddings: the null is the null token's embedding, as in training
+    assert torch.equal(net.null_like(emb), net.token_embedding(torch.zeros(3, 5, dtype=torch.long)))
+    classes = build_net(UNetConfig(preset="xs", image_size=16, cond_type="class", num_classes=4))
+    assert classes.null_like(None) is None and classes.null_like(torch.tensor([1, 2])).tolist() == [4, 4]
     assert net.null_cond(2).shape == tokens_for_labels(torch.zeros(2, dtype=torch.long)).shape
 
 

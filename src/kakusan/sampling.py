@@ -2,6 +2,7 @@
 the task behind ``kakusan sample``, for Gaussian and cold models alike, with optional guidance."""
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 
@@ -17,9 +18,6 @@ from .models import model_folder
 from .utils import io
 from .utils.images import save_grid, save_pngs
 
-# options that only some samplers take, with the value that means "off"
-SAMPLER_OPTIONS = {"ddim": {"eta": 0.0}, "euler": {"churn": 0.0}, "heun": {"churn": 0.0},
-                   "alg1": {"symmetry_noise": 0.0}, "alg2": {"symmetry_noise": 0.0}}
 
 
 def parse_labels(model: Denoiser, labels: str | list | None, n: int) -> torch.Tensor | None:
@@ -44,13 +42,15 @@ def parse_labels(model: Denoiser, labels: str | list | None, n: int) -> torch.Te
     return torch.tensor(out)[torch.arange(n) % len(out)]
 
 
-def sampler_options(sampler: str, given: dict) -> dict:
-    """The options ``sampler`` takes; an option it does not take must be left at its "off" value."""
-    takes = SAMPLER_OPTIONS.get(sampler, {})
-    for name, value in given.items():
-        if name not in takes and value is not None and value != 0:
-            raise KakusanError(f"sampler {sampler!r} takes no {name} (it takes: {', '.join(takes) or 'no options'})")
-    return {k: v for k, v in given.items() if k in takes and v is not None}
+def sampler_options(name: str, run, given: dict) -> dict:
+    """The options given (not None) that sampler ``run`` takes, read from its signature; any other is an error."""
+    takes = {p.name for p in inspect.signature(run).parameters.values()
+             if p.kind is p.KEYWORD_ONLY and p.name not in ("noise", "progress", "callback")}
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - takes)
+    if unknown:
+        raise KakusanError(f"sampler {name!r} takes no {', '.join(unknown)} (it takes: {', '.join(sorted(takes))})")
+    return given
 
 
 def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler: str | None = None,
@@ -66,7 +66,7 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
         raise KakusanError("n must be >= 1")
     den = Denoiser.from_pretrained(model_folder(model), ema=ema)
     sampler = sampler or den.process.default_sampler
-    den.process.sampler(sampler)  # an unknown sampler fails here, before any work
+    options = sampler_options(sampler, den.process.sampler(sampler), options)  # fails before any work
     steps = steps or steps_for_nfe(sampler, nfe)
     y = parse_labels(den, labels, n)
     seeds = list(range(seed, seed + n))
@@ -74,7 +74,7 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     t0 = time.time()
     images = generate(den, seeds, cond=den.cond_from_labels(y), sampler=sampler, steps=steps, schedule=schedule,
                       batch_size=batch_size, progress=progress, make_denoise=make_denoise,
-                      **sampler_options(sampler, options)).clamp(-1, 1)
+                      **options).clamp(-1, 1)
     seconds = time.time() - t0
     out.mkdir(parents=True, exist_ok=True)
     names = [f"{s:06d}" for s in seeds]

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .. import KakusanError
 from ..utils import io
 from .degradations import Degradation
-from .sampling import RESTORERS, _t, restorer, sample_alg2
+from .sampling import RESTORERS, _t, restorer
 
 
 @torch.no_grad()
@@ -41,9 +41,7 @@ def restore_all(model, clean: torch.Tensor, *, t: int | None = None, seed: int =
 @torch.no_grad()
 def restoration_preview(model, clean: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Algorithm-2 restorations of ``clean`` degraded to T (the training preview of a restorer)."""
-    d = model.process
-    z = d.nuisance(clean, torch.Generator().manual_seed(seed))
-    return sample_alg2(restorer(model), d.apply(clean, _t(d.steps, clean), z), d, d.steps, z).clamp(-1, 1)
+    return restore_all(model, clean, seed=seed, methods=("alg2",), progress=False)["alg2"]
 
 
 def restore_to_folder(model, out: str | Path, *, data: str = "mnist-heldout", n: int = 8, t: int | None = None,

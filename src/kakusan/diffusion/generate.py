@@ -15,11 +15,6 @@ from tqdm.auto import tqdm
 from .samplers import Denoise, PerSampleNoise
 
 
-def make_sigmas(process, sampler: str, steps: int, schedule: str = "auto", rho: float = 7.0) -> torch.Tensor:
-    """The grid ``sampler`` walks for ``process`` (decreasing, ending in 0)."""
-    return process.sampling_grid(sampler, steps, schedule, rho)
-
-
 def bind(model: Callable, cond: torch.Tensor | None) -> Denoise:
     """(x, sigma) -> D(x; sigma, cond)."""
     def denoise(x, sigma):

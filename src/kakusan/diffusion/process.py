@@ -61,7 +61,8 @@ class ForwardProcess:
     def sampling_grid(self, sampler: str, steps: int, schedule: str = "auto", rho: float = 7.0) -> torch.Tensor:
         """Decreasing severities ending in 0. Gaussian processes: Karras et al. (2022, eq. 5) sigmas."""
         if schedule not in ("auto", "karras"):
-            raise KakusanError(f"schedule {schedule!r} needs discrete steps (a DDPM model); use karras")
+            raise KakusanError(f"unknown schedule {schedule!r} for a {self.kind} model: choose auto or karras "
+                               "(uniform needs the discrete steps of a DDPM model)")
         return schedules.karras_sigmas(steps, self.sigma_min, self.sigma_max, rho)
 
     def prior(self, noise, shape: tuple[int, ...], grid: torch.Tensor, device=None) -> torch.Tensor:

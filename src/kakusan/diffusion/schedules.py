@@ -13,6 +13,11 @@ import math
 
 import torch
 
+from .. import KakusanError
+
+
+BETA_SCHEDULES = ("linear", "cosine")
+
 
 def ddpm_betas(schedule: str, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """beta_1..beta_T in float64."""
@@ -24,7 +29,7 @@ def ddpm_betas(schedule: str, num_steps: int = 1000, beta_start: float = 1e-4, b
         f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         alpha_bar = f / f[0]
         return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-    raise ValueError(f"unknown beta schedule {schedule!r} (choose 'linear' or 'cosine')")
+    raise KakusanError(f"unknown beta schedule {schedule!r} (choose 'linear' or 'cosine')")
 
 
 def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
@@ -45,7 +50,7 @@ def alpha_bar_from_sigma(sigma: torch.Tensor) -> torch.Tensor:
 def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """``num_steps`` decreasing sigmas of Karras et al. (2022, eq. 5), with a final 0 appended."""
     if num_steps < 1:
-        raise ValueError("num_steps must be >= 1")
+        raise KakusanError("the number of sampling steps must be >= 1")
     ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64) if num_steps > 1 else torch.zeros(1, dtype=torch.float64)
     inv_max, inv_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     sigmas = (inv_max + ramp * (inv_min - inv_max)) ** rho
@@ -57,6 +62,6 @@ def spaced_sigmas(discrete_sigmas: torch.Tensor, num_steps: int) -> torch.Tensor
     from the last step down to the first, with a final 0 appended. ``num_steps == T`` gives the full DDPM chain."""
     T = len(discrete_sigmas)
     if not 1 <= num_steps <= T:
-        raise ValueError(f"num_steps must be in 1..{T}")
+        raise KakusanError(f"the number of steps must be in 1..{T} (the model's discrete steps)")
     t = torch.linspace(T - 1, 0, num_steps, dtype=torch.float64).round().long()
     return torch.cat([discrete_sigmas[t].double(), discrete_sigmas.new_zeros(1, dtype=torch.float64)])

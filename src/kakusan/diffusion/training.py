@@ -17,7 +17,7 @@ from ..cold import build_degradation
 from ..data import ImageDataset, load_dataset, token_vocab_size
 from ..nets import NetConfig
 from ..train.config import TrainConfig
-from ..train.loop import Objective, TrainLoop
+from ..train.loop import Objective, TrainLoop, check_run_folder
 from ..utils import io
 from .denoiser import RAW, Denoiser, ema_variant, preconditioned
 from .generate import generate
@@ -149,7 +149,7 @@ class Trainer(TrainLoop):
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
                  trackers=None):
-        config = config.validate()
+        check_run_folder(run_dir, resume, config.validate())  # before the data is loaded and the net built
         super().__init__(DiffusionObjective(config), config, run_dir, resume=resume, progress=progress,
                          trackers=trackers)
 

@@ -50,11 +50,13 @@ class ToyObjective(DenoiserObjective):
                                                       weight_decay=0.0)}
 
     def train_step(self, loop):
-        g, batch, process = loop.generator, loop.config.batch_size, self.model.process
+        g, batch, process = loop.cpu_generator, loop.config.batch_size, self.model.process
         sigma = process.sample_t(batch, g)
         noise = torch.randn(batch, 2, generator=g, dtype=torch.float64)
         x = (self.tree.mixture.sample(batch, g) + sigma[:, None].double() * noise).float()
         target = self.tree.mixture.denoise(x, sigma)
+        device = loop.accel.device
+        x, sigma, target = x.to(device), sigma.to(device), target.to(device)
         D = preconditioned(process, self.forward, x, sigma)
         loss = (process.loss_weight(sigma)[:, None] * (D - target) ** 2).mean()
         loop.optimize("model", loss, self.net.parameters())

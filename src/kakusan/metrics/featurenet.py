@@ -74,7 +74,7 @@ class FeatureNetObjective(Objective):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, lr: float, total_steps: int):
         self.images, self.labels = images, labels
-        self.net = FeatureNet()
+        self.net = self.forward = FeatureNet()
         self.modules = {"model": self.net}
         self.optimizers = {"model": torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=1e-4)}
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizers["model"], max_lr=lr,
@@ -87,13 +87,16 @@ class FeatureNetObjective(Objective):
             self.schedule.last_epoch = step - 1
             self.schedule.step()
 
+    def prepare(self, accel):
+        self.forward, self.optimizers["model"] = accel.prepare(self.net, self.optimizers["model"])
+
     def train_step(self, loop):
-        self.net.train()
+        self.forward.train()
         idx = loop.local_batch(len(self.images))
-        g = loop.generator
-        logits = self.net(augment(self.images[idx], g))
-        loss = F.cross_entropy(logits, self.labels[idx], label_smoothing=0.05)
-        loop.optimize("model", loss, self.net.parameters())
+        device = loop.accel.device
+        x = augment(self.images[idx], loop.cpu_generator).to(device)  # augmentation draws on the CPU
+        loss = F.cross_entropy(self.forward(x), self.labels[idx].to(device), label_smoothing=0.05)
+        loop.optimize("model", loss, self.forward.parameters())
         return {"loss": loss.item()}
 
     def write_model(self, folder, ema_weights, raw=True, info=None):
@@ -121,7 +124,7 @@ def train_featurenet(out: str | Path, *, seed: int = 0, epochs: int = 30, batch_
     t0 = time.time()
     TrainLoop(objective, config, out / "run", progress=progress,
               resume=has_checkpoint(out / "run" / "checkpoint")).train()
-    net = objective.net
+    net = objective.net.cpu()
     held_acc = accuracy(net, data.images[held_idx], data.labels[held_idx])
     card = {"command": f"kakusan metrics train-featurenet --out {out} --seed {seed} --epochs {epochs}",
             "seed": seed, "epochs": epochs, "split": f"mnist_split(seed={seed}): 4000 train / 1000 held out",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import KakusanError
 from .mlp import MLPConfig, MLPNet
-from .unet import PRESETS, TIME_CONDITIONINGS, UNetConfig, UNetNet, check_preset, check_time_conditioning
+from .unet import COND_TYPES, PRESETS, TIME_CONDITIONINGS, UNetConfig, UNetNet, check_preset, check_time_conditioning
 
 NETS = {"unet": (UNetConfig, UNetNet), "mlp": (MLPConfig, MLPNet)}
 
@@ -32,5 +32,5 @@ def build_net(config):
     return NETS[config.kind][1](config)
 
 
-__all__ = ["NETS", "PRESETS", "TIME_CONDITIONINGS", "MLPConfig", "MLPNet", "NetConfig", "UNetConfig", "UNetNet",
+__all__ = ["COND_TYPES", "NETS", "PRESETS", "TIME_CONDITIONINGS", "MLPConfig", "MLPNet", "NetConfig", "UNetConfig", "UNetNet",
            "build_net", "check_preset", "check_time_conditioning", "net_config_from_dict"]

@@ -110,13 +110,16 @@ class UNetNet(nn.Module):
         self.config = config
         if config.cond_type == "tokens":
             self.token_embedding = nn.Embedding(config.vocab_size, config.token_dim)
-        unet_cls = UNet2DConditionModel if config.cond_type == "tokens" else UNet2DModel
-        self.unet = unet if unet is not None else unet_cls(**config.diffusers_kwargs())
+        self.unet = unet if unet is not None else self.unet_class(config)(**config.diffusers_kwargs())
+
+    @staticmethod
+    def unet_class(config: UNetConfig) -> type:
+        return UNet2DConditionModel if config.cond_type == "tokens" else UNet2DModel
 
     @classmethod
     def from_folder(cls, config: UNetConfig, folder: Path) -> "UNetNet":
         """The architecture as stored in the folder's diffusers config (``unet/config.json``)."""
-        unet_cls = UNet2DConditionModel if config.cond_type == "tokens" else UNet2DModel
+        unet_cls = cls.unet_class(config)
         return cls(config, unet_cls.from_config(unet_cls.load_config(Path(folder) / "unet")))
 
     # --- what the net says about itself --------------------------------------------------------------------------
@@ -151,10 +154,14 @@ class UNetNet(nn.Module):
         return None
 
     def null_like(self, cond: torch.Tensor | None) -> torch.Tensor | None:
-        """The null condition in the shape of ``cond`` (a token sequence keeps its length; embeddings become 0)."""
-        if cond is None or self.cond_type != "tokens":
-            return self.null_cond(cond.shape[0] if cond is not None else 0, cond.device if cond is not None else None)
-        return torch.zeros_like(cond)
+        """The null condition in the shape of ``cond``: a sequence of null tokens as long as ``cond``, given as ids or
+        as the embedding of the null token (what the net was trained with as "no condition")."""
+        if cond is None:
+            return None
+        if self.cond_type != "tokens":
+            return self.null_cond(cond.shape[0], cond.device)
+        null_ids = torch.zeros(cond.shape[:2], dtype=torch.long, device=cond.device)
+        return self.token_embedding(null_ids).to(cond.dtype) if cond.is_floating_point() else null_ids
 
     # --- evaluation ------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .. import KakusanError
 from ..utils import io
 
 MODEL_FOLDER = "model"
@@ -57,6 +58,9 @@ def load_checkpoint(folder: Path, objective, ema) -> dict:
     """Restore every module's raw weights, every EMA and every optimizer; return the loop's counters."""
     folder = io.resolve_folder(folder)
     model_folder = folder / MODEL_FOLDER
+    if not model_folder.is_dir():
+        raise KakusanError(f"{folder} is a kakusan 0.1 checkpoint, which 0.2 cannot resume; convert its weights for "
+                           f"sampling (kakusan convert {folder} NEW_FOLDER) or start a new run")
     objective.model_target().load_state_dict(objective.read_model_weights(model_folder, "raw"))
     if ema is not None:
         ema.load({s: objective.read_model_weights(model_folder, s) for s in ema.stds})

@@ -3,16 +3,15 @@ of the core and of cold diffusion (:class:`TrainConfig`). Stored as ``train_conf
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 from .. import KakusanError
 from ..cold import DEGRADATIONS, check_options
-from ..nets import check_preset, check_time_conditioning
+from ..diffusion.schedules import BETA_SCHEDULES
+from ..nets import COND_TYPES, check_preset, check_time_conditioning
+from .ema import MAX_SIGMA_REL
 
 PROCESS_NAMES = ("edm", "ddpm", *DEGRADATIONS)
-# An EMA profile t^gamma on [0, 1] has relative std sigma_rel < sqrt(1/12), the std of the uniform profile (gamma -> 0)
-MAX_SIGMA_REL = math.sqrt(1 / 12)
 # Only the training length may change when a run is resumed: anything else would make it a different run.
 RESUMABLE_CHANGES = ("kimg", "minutes")
 
@@ -113,7 +112,8 @@ class TrainConfig(LoopConfig):
             (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
             (self.p_std > 0, "p_std must be > 0"),
             (self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16"),
-            (self.cond in ("auto", "none", "class", "tokens"), "cond must be auto, none, class or tokens"),
+            (self.cond in ("auto", *COND_TYPES), f"cond must be auto, {', '.join(COND_TYPES)}"),
+            (self.beta_schedule in BETA_SCHEDULES, f"beta_schedule must be {' or '.join(BETA_SCHEDULES)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -7,20 +7,26 @@ and after t images the update is  theta_ema <- beta theta_ema + (1 - beta) theta
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
+from .. import KakusanError
+
+# A profile t^gamma on [0, 1] has relative std sigma_rel < sqrt(1/12), the std of the uniform profile (gamma -> 0)
+MAX_SIGMA_REL = math.sqrt(1 / 12)
+
 
 def std_to_gamma(sigma_rel: float) -> float:
     """Solve EDM2 eq. 3 for gamma: sigma^2 g^3 + 7 sigma^2 g^2 + (16 sigma^2 - 1) g + (12 sigma^2 - 1) = 0."""
+    if not 0 < sigma_rel < MAX_SIGMA_REL:
+        raise KakusanError(f"EMA length sigma_rel={sigma_rel} must be in (0, {MAX_SIGMA_REL:.4f})")
     s2 = sigma_rel**2
     roots = np.roots([s2, 7 * s2, 16 * s2 - 1, 12 * s2 - 1])
     real = roots[np.isclose(roots.imag, 0)].real
-    gamma = float(real.max())
-    if gamma <= 0:
-        raise ValueError(f"EMA length sigma_rel={sigma_rel} is too long (must be < {np.sqrt(1 / 12):.3f}... and > 0)")
-    return gamma
+    return float(real.max())
 
 
 class PowerEMA:
@@ -48,7 +54,7 @@ class PowerEMA:
     def load(self, weights: dict[float, dict[str, torch.Tensor]]) -> None:
         missing = set(self.stds) - set(weights)
         if missing:
-            raise ValueError(f"checkpoint lacks EMA lengths {sorted(missing)}")
+            raise KakusanError(f"the checkpoint lacks EMA lengths {sorted(missing)}")
         for s in self.stds:
             for k, v in self.weights[s].items():
                 v.copy_(weights[s][k])

@@ -25,7 +25,7 @@ from ..utils.images import save_grid
 from ..utils.plots import plot_loss
 from ..utils import io
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .config import LoopConfig
+from .config import RESUMABLE_CHANGES, LoopConfig
 from .ema import PowerEMA
 
 
@@ -68,7 +68,9 @@ def lr_at(base: float, config: LoopConfig, images_seen: int) -> float:
 
 class Objective:
     """A training problem on the loop. It owns its named ``modules`` (``modules['model']`` is the model it delivers:
-    sampled in previews, saved in snapshots) and named ``optimizers``, and takes one step at a time."""
+    sampled in previews, saved in snapshots) and named ``optimizers``, and takes one step at a time. ``modules`` holds
+    the modules themselves; what ``prepare`` wraps for accelerate (DDP) is kept beside them, so that checkpoints
+    store plain state dicts."""
 
     modules: dict[str, torch.nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
@@ -101,21 +103,42 @@ class Objective:
         raise NotImplementedError
 
 
-class TrainLoop:
-    def __init__(self, objective: Objective, config: LoopConfig, run_dir: str | Path, *, resume: bool = False,
-                 progress: bool = True, run_config: dict | None = None, trackers=None):
-        self.run_dir = Path(run_dir)
-        if resume:
-            if not has_checkpoint(self.run_dir / "checkpoint"):
-                raise KakusanError(f"nothing to resume: {self.run_dir} has no checkpoint")
-        elif (self.run_dir / "train_config.json").exists():
-            raise KakusanError(f"{self.run_dir} already holds a run; resume it or choose another output folder "
+def check_run_folder(run_dir: str | Path, resume: bool, config: LoopConfig) -> None:
+    """Before anything is built: a new run needs a folder that holds no run; a resumed run needs its checkpoint and
+    the settings it was started with (only the training length may change)."""
+    run_dir = Path(run_dir)
+    stored = run_dir / "train_config.json"
+    if not resume:
+        if stored.exists():
+            raise KakusanError(f"{run_dir} already holds a run; resume it or choose another output folder "
                                "(nothing was overwritten)")
+        return
+    if not has_checkpoint(run_dir / "checkpoint"):
+        raise KakusanError(f"nothing to resume: {run_dir} has no checkpoint")
+    if stored.is_file():
+        old, new = io.read_json(stored), json.loads(json.dumps(config.to_dict()))
+        free = (*RESUMABLE_CHANGES, "log_with")  # the length, and where logs go, do not change the run
+        changed = sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
+        if changed:
+            raise KakusanError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); only "
+                               f"{' and '.join(RESUMABLE_CHANGES)} may change when it is resumed")
+
+
+class TrainLoop:
+    """``TrainLoop(objective, config, run_dir).train()``; ``resume=True`` continues the run in ``run_dir`` exactly.
+    ``trackers``: accelerate trackers (or names) to log to besides ``metrics.jsonl`` (also ``config.log_with``)."""
+
+    def __init__(self, objective: Objective, config: LoopConfig, run_dir: str | Path, *, resume: bool = False,
+                 progress: bool = True, trackers=None):
+        self.run_dir = Path(run_dir)
         self.objective, self.config, self.progress = objective, config.validate(), progress
-        self.run_config = run_config or config.to_dict()
+        check_run_folder(self.run_dir, resume, config)
+        self.run_config = config.to_dict()
+        trackers = trackers or ([config.log_with] if config.log_with else None)
         with warnings.catch_warnings():  # a tracker that is not installed is our error below, not a warning
             warnings.filterwarnings("ignore", message=".*no supported trackers are currently installed")
-            self.accel = Accelerator(log_with=trackers or config.log_with, project_dir=str(self.run_dir))
+            self.accel = Accelerator(log_with=trackers, project_dir=str(self.run_dir))
+        self.tracking = bool(trackers)
         if config.log_with and not self.accel.log_with:
             raise KakusanError(f"log_with {config.log_with!r}: no such tracker is installed "
                                f"(e.g. pip install {config.log_with})")
@@ -131,13 +154,18 @@ class TrainLoop:
             state = load_checkpoint(self.run_dir / "checkpoint", objective, self.ema)
             self.images_seen, self.step = state["images_seen"], state["step"]
         objective.prepare(self.accel)
-        self.preview_seconds = 0.0
+        self.preview_seconds = self.checkpoint_seconds = 0.0
 
     # --- helpers for objectives ------------------------------------------------------------------------------
     @property
     def generator(self) -> torch.Generator:
-        """This step's generator on this process."""
+        """This step's generator on this process, on the training device."""
         return step_generator(self.config.seed, self.step, self.accel.process_index, self.accel.device)
+
+    @property
+    def cpu_generator(self) -> torch.Generator:
+        """This step's generator on this process, on the CPU (for data drawn on the CPU)."""
+        return step_generator(self.config.seed, self.step, self.accel.process_index)
 
     def local_batch(self, n: int) -> torch.Tensor:
         """This process's share of the indices (into a data set of n items) of this step's global batch."""
@@ -185,7 +213,7 @@ class TrainLoop:
             io.write_json(self.run_config, self.run_dir / "train_config.json")
             with open(self.run_dir / "command.txt", "a") as f:
                 f.write(shlex.join(["kakusan", *sys.argv[1:]]) + "\n")
-        if cfg.log_with:
+        if self.tracking:
             accel.init_trackers(self.run_dir.name, config={k: str(v) for k, v in self.run_config.items()})
         total = int(cfg.kimg * 1000)
         start_time = time.time()
@@ -197,10 +225,13 @@ class TrainLoop:
                    disable=not (main and self.progress), dynamic_ncols=True, smoothing=0.1)
         logs: dict[str, list] = {}
         last_log_time, stop_reason = time.time(), "done"
+        if budget < math.inf and self.images_seen < total:
+            self.save_preview()  # the grid at the start, which also tells what the final grid will cost
         while self.images_seen < total:
-            before = self.images_seen
+            before, step_start = self.images_seen, time.time()
             for key, value in self.one_step().items():
                 logs.setdefault(key, []).append(value)
+            step_seconds = time.time() - step_start
             elapsed = time.time() - start_time
             self._update_bar(bar, before, total, elapsed, budget, logs)
             crossed = lambda n: n > 0 and before // n != self.images_seen // n  # noqa: E731
@@ -214,14 +245,16 @@ class TrainLoop:
             for snap in snapshots:
                 if before < snap <= self.images_seen and main:
                     self.save_snapshot()
-            # stop early enough that the final checkpoint and grid still fit in the budget
-            out_of_time = elapsed + self.preview_seconds > budget
+            # stop while the next step, the final checkpoint and the final grid still fit in the budget
+            reserve = self.preview_seconds + self.checkpoint_seconds
+            out_of_time = self._agree(elapsed + step_seconds + reserve > budget)
             if out_of_time:
                 stop_reason = f"time budget of {cfg.minutes} min reached"
             last = self.images_seen >= total or out_of_time
             if crossed(every["checkpoint_kimg"]) or last:
                 self.save_checkpoint()
-            if crossed(every["sample_kimg"]) or last:
+            room = elapsed + reserve + self.preview_seconds <= budget  # a periodic grid must leave room for the last
+            if (crossed(every["sample_kimg"]) and room) or last:
                 self.save_preview()
             if out_of_time:
                 break
@@ -231,9 +264,17 @@ class TrainLoop:
                    "img_s": round((self.images_seen - start_images) / max(elapsed, 1e-9), 2)}
         if main:
             plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
-        if cfg.log_with:
+        if self.tracking:
             accel.end_training()
         return summary
+
+    def _agree(self, flag: bool) -> bool:
+        """The main process's decision, on every process (so that all stop at the same step)."""
+        if self.accel.num_processes == 1:
+            return flag
+        from accelerate.utils import broadcast
+
+        return bool(broadcast(torch.tensor([float(flag)], device=self.accel.device), from_process=0).item())
 
     def _update_bar(self, bar, before: int, total: int, elapsed: float, budget: float, logs: dict) -> None:
         """Progress in images; under a time budget the total is what the budget will reach, so the ETA is right."""
@@ -248,7 +289,7 @@ class TrainLoop:
         return next(iter(self.objective.optimizers.values())).param_groups[0]["lr"]
 
     def _log(self, row: dict) -> None:
-        if self.config.log_with:
+        if self.tracking:
             self.accel.log({k: v for k, v in row.items() if k != "kimg"}, step=self.step)
         if self.accel.is_main_process:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -261,10 +302,12 @@ class TrainLoop:
         return self.ema.state() if self.ema is not None else None
 
     def save_checkpoint(self) -> None:
+        t0 = time.time()
         self.accel.wait_for_everyone()
         if self.accel.is_main_process:
             save_checkpoint(self.run_dir / "checkpoint", self.objective, self._ema_state(),
                             {"images_seen": self.images_seen, "step": self.step}, self._info())
+        self.checkpoint_seconds = time.time() - t0
 
     def save_snapshot(self) -> None:
         folder = self.run_dir / "snapshots" / f"kimg-{self.images_seen / 1000:06.1f}"

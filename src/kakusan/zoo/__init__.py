@@ -17,7 +17,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
     shipped model name (``mnist-s``)."""
     path = Path(name_or_path)
     if path.exists():
-        for inner in (resolve_folder(path / "checkpoint") / "model", path / "model"):
+        checkpoint = resolve_folder(path / "checkpoint")
+        for inner in (checkpoint / "model", path / "model", checkpoint):  # the last: a kakusan 0.1 run
             if not (path / "config.json").exists() and (inner / "config.json").exists():
                 return inner
         return path

@@ -63,7 +63,7 @@ def train(
     cond: Optional[str] = typer.Option(None, help="auto | none | class | tokens (cross-attention) [auto]."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size [64]."),
     kimg: Optional[float] = typer.Option(None, help="Training length in thousands of images [50]."),
-    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget; stops and saves when reached."),
+    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget; stops (with its final checkpoint and grid) within it [none]."),
     lr: Optional[float] = typer.Option(None, help="AdamW learning rate [5e-4]."),
     warmup_kimg: Optional[float] = typer.Option(None, help="Linear warm-up length [2]."),
     lr_decay_kimg: Optional[float] = typer.Option(None, help="Inverse-sqrt decay after this many kimg [off]."),
@@ -76,7 +76,7 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed for init, data order and noise [0]."),
     checkpoint_kimg: Optional[float] = typer.Option(None, help="Save the resumable checkpoint every N kimg [5]."),
     sample_kimg: Optional[float] = typer.Option(None, help="Write a sample grid every N kimg [10]."),
-    snapshot_kimg: Optional[str] = typer.Option(None, help="Keep model snapshots at these kimg, e.g. 3.1,50."),
+    snapshot_kimg: Optional[str] = typer.Option(None, help="Keep model snapshots at these kimg, e.g. 3.1,50 [none]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     log_with: Optional[str] = typer.Option(None, help="Also log to an accelerate tracker, e.g. tensorboard "
                                            "(needs that package installed) [off]."),

@@ -137,7 +137,10 @@ class TrainLoop:
         trackers = trackers or ([config.log_with] if config.log_with else None)
         with warnings.catch_warnings():  # a tracker that is not installed is our error below, not a warning
             warnings.filterwarnings("ignore", message=".*no supported trackers are currently installed")
-            self.accel = Accelerator(log_with=trackers, project_dir=str(self.run_dir))
+            try:
+                self.accel = Accelerator(log_with=trackers, project_dir=str(self.run_dir))
+            except ValueError as e:  # an unknown tracker name
+                raise KakusanError(f"log_with {config.log_with!r}: {e}") from None
         self.tracking = bool(trackers)
         if config.log_with and not self.accel.log_with:
             raise KakusanError(f"log_with {config.log_with!r}: no such tracker is installed "

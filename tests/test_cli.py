@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import tree_bytes
@@ -51,6 +52,10 @@ def test_train_sample_info(run, tmp_path):
     assert r.exit_code == 0, r.output
     npz = np.load(tmp_path / "s" / "samples.npz")
     assert npz["images"].shape == (12, 1, 16, 16) and npz["labels"].tolist() == [i % 10 for i in range(12)]
+    from kakusan.diffusion import Denoiser, generate
+
+    raw = generate(Denoiser.from_pretrained(run), range(12), cond=torch.arange(12) % 10, steps=3, progress=False)
+    assert raw.abs().max() > 1 and np.abs(npz["images"]).max() <= 1  # the sampler leaves [-1, 1]; the files do not
     assert (tmp_path / "s" / "grid.png").exists() and len(list((tmp_path / "s" / "images").glob("*.png"))) == 12
     info = json.loads(invoke("info", run).output)
     assert info["images_seen"] == 32 and info["ema_stds"] == [0.05, 0.1] and info["resumable"]

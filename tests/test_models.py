@@ -22,7 +22,8 @@ def write_legacy(folder, model, emas):
     io.write_json({"kakusan_version": "0.1.0", "net": net,
                    "process": {"kind": "edm", "sigma_data": 0.5, "p_mean": -1.2, "p_std": 1.2, "sigma_lo": 0.002,
                                "sigma_hi": 80.0},
-                   "class_names": ["a", "b", "c"], "images_seen": 123, "ema_stds": sorted(emas)}, folder / "config.json")
+                   "class_names": ["a", "b", "c"], "images_seen": 123, "ema_stds": sorted(emas)},
+                  folder / "config.json")
     io.save_tensors(model.net.state_dict(), folder / "model.safetensors")
     for std, w in emas.items():
         io.save_tensors(w, folder / f"ema-{std:.3f}.safetensors")

@@ -38,7 +38,8 @@ def describe(model: str | Path) -> dict:
     }
 
 
-def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None = None, card: dict | None = None) -> Path:
+def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None = None,
+                 card: dict | None = None) -> Path:
     """A compact, shippable copy of a model: config and the chosen EMA weight sets (no raw weights, no optimizer),
     with ``card.json`` describing how it was made."""
     dst = Path(dst)

@@ -100,7 +100,8 @@ class Denoiser(nn.Module):
         return preconditioned(self.process, self.net, x, sigma, cond)
 
     # --- persistence -------------------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path, ema_weights: dict[float, dict[str, torch.Tensor]] | None = None) -> None:
+    def save_pretrained(self, folder: str | Path,
+                        ema_weights: dict[float, dict[str, torch.Tensor]] | None = None) -> None:
         """Write config + raw weights (+ EMA weights) into ``folder`` atomically (the folder is swapped in whole)."""
         folder = Path(folder)
         staging = io.staging_folder(folder)

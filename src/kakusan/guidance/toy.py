@@ -1,6 +1,7 @@
 """The 2-D toy of Karras et al. 2024 (Fig. 1): why autoguidance keeps the branches that CFG drops.
 
-Main model: a wider MLP (:class:`kakusan.nets.MLPNet`) trained longer on class A, on the generic training loop. Autoguidance guide: a narrower MLP trained ~1/8 as long on class A.
+Main model: a wider MLP (:class:`kakusan.nets.MLPNet`) trained longer on class A, on the generic training loop.
+Autoguidance guide: a narrower MLP trained ~1/8 as long on class A.
 CFG guide: the same narrow, short training on both classes (an unconditional model). All are EDM-preconditioned
 denoisers trained against the *exact* denoiser of the mixture (lower-variance than regressing x0), sampled with the
 EDM Heun sampler (32 steps, sigma_max = 5) from exact draws of the data smoothed to sigma_max.

@@ -1,8 +1,8 @@
 """The evaluation network for the built-in MNIST: a small CNN classifier whose penultimate layer (128-d) plays the
 role Inception-v3's pool features play for FID on ImageNet (no Inception weights can be downloaded here).
 
-Trained by ``kakusan metrics train-featurenet`` (on the generic training loop) on a fixed, class-balanced split of the 5,000 MNIST images
-(4,000 train / 1,000 held out, :func:`mnist_split`), with random affine augmentation.
+Trained by ``kakusan metrics train-featurenet`` (on the generic training loop) on a fixed, class-balanced split of
+the 5,000 MNIST images (4,000 train / 1,000 held out, :func:`mnist_split`), with random affine augmentation.
 """
 from __future__ import annotations
 

@@ -32,5 +32,5 @@ def build_net(config):
     return NETS[config.kind][1](config)
 
 
-__all__ = ["COND_TYPES", "NETS", "PRESETS", "TIME_CONDITIONINGS", "MLPConfig", "MLPNet", "NetConfig", "UNetConfig", "UNetNet",
-           "build_net", "check_preset", "check_time_conditioning", "net_config_from_dict"]
+__all__ = ["COND_TYPES", "NETS", "PRESETS", "TIME_CONDITIONINGS", "MLPConfig", "MLPNet", "NetConfig", "UNetConfig",
+           "UNetNet", "build_net", "check_preset", "check_time_conditioning", "net_config_from_dict"]

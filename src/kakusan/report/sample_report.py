@@ -15,7 +15,8 @@ def sample_report(model: str | Path, out: str | Path, *, n: int = 200, nfe: int 
     out = Path(out)
     sampled = sample_to_folder(model, out, n=n, nfe=nfe, seed=seed, ema=ema, progress=progress)
     metrics = evaluate_samples(out / "samples.npz", "mnist", n=n, seed=seed)
-    details = {"model": str(model), "weights": sampled["weights"], "sampler": f"{sampled['sampler']}, {sampled['nfe']} NFE",
+    details = {"model": str(model), "weights": sampled["weights"],
+               "sampler": f"{sampled['sampler']}, {sampled['nfe']} NFE",
                "samples": n, "sampling seconds": sampled["seconds"], "seeds": f"{seed}..{seed + n - 1}"}
     report = write_report(out / "report.html", f"kakusan — samples of {Path(str(model)).name}", out / "grid.png",
                           metrics, details)

@@ -146,7 +146,8 @@ class TrainLoop:
             raise KakusanError(f"log_with {config.log_with!r}: no such tracker is installed "
                                f"(e.g. pip install {config.log_with})")
         if config.batch_size % self.accel.num_processes:
-            raise KakusanError(f"batch size {config.batch_size} is not divisible by {self.accel.num_processes} processes")
+            raise KakusanError(f"batch size {config.batch_size} is not divisible by "
+                               f"{self.accel.num_processes} processes")
         target = objective.model_target()
         self.ema = PowerEMA(target, config.ema_stds) if config.ema_stds else None
         for optimizer in objective.optimizers.values():
@@ -179,8 +180,8 @@ class TrainLoop:
         """Stop with a clear message (the last good checkpoint untouched) when ``value`` is not finite."""
         if not torch.isfinite(value).all():
             raise TrainingDiverged(
-                f"{what} became {value.detach().flatten()[0].item()} at step {self.step} ({self.images_seen / 1000:.1f} "
-                f"kimg); training stopped. The last good checkpoint in {self.run_dir / 'checkpoint'} is untouched — "
+                f"{what} became {value.detach().flatten()[0].item()} at step {self.step} "
+                f"({self.images_seen / 1000:.1f} kimg); training stopped. The last good checkpoint in {self.run_dir / 'checkpoint'} is untouched — "
                 "try a lower learning rate.")
 
     def optimize(self, name: str, loss: torch.Tensor, parameters) -> float:
@@ -224,8 +225,8 @@ class TrainLoop:
         budget = cfg.minutes * 60 if cfg.minutes is not None else math.inf
         every = {k: int(getattr(cfg, k) * 1000) for k in ("checkpoint_kimg", "sample_kimg", "log_kimg")}
         snapshots = sorted(int(k * 1000) for k in cfg.snapshot_kimg)
-        bar = tqdm(total=total, initial=self.images_seen, unit="img", unit_scale=True, desc=f"training {self.run_dir.name}",
-                   disable=not (main and self.progress), dynamic_ncols=True, smoothing=0.1)
+        bar = tqdm(total=total, initial=self.images_seen, unit="img", unit_scale=True,
+                   desc=f"training {self.run_dir.name}", disable=not (main and self.progress), dynamic_ncols=True, smoothing=0.1)
         logs: dict[str, list] = {}
         last_log_time, stop_reason = time.time(), "done"
         if budget < math.inf and self.images_seen < total:

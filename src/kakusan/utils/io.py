@@ -69,7 +69,8 @@ def require_empty_output(out: str | Path) -> Path:
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise KakusanError(f"output {out} already exists and is not empty; choose another output folder (nothing was touched)")
+        raise KakusanError(f"output {out} already exists and is not empty; choose another output folder "
+                           "(nothing was touched)")
     return out
 
 

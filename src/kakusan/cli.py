@@ -110,7 +110,7 @@ def sample(
     model: str = typer.Argument(..., help="Model folder (a run's checkpoint/ or snapshot) or shipped model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),
     n: int = typer.Option(64, "--n", "-n", help="Number of images."),
-    sampler: Optional[str] = typer.Option(None, help="heun | euler | ddim | ddpm; cold models: alg2 | alg1 "
+    sampler: Optional[str] = typer.Option(None, help="heun | euler | dpmpp2m | ddim | ddpm; cold models: alg2 | alg1 "
                                           "[the model's own: heun, or alg2 for a cold model]."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps [from --nfe]."),
     nfe: int = typer.Option(35, help="Network evaluations, if --steps is not given (Heun: steps = (nfe+1)/2)."),

@@ -110,8 +110,8 @@ def sample(
     model: str = typer.Argument(..., help="Model folder (a run's checkpoint/ or snapshot) or shipped model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),
     n: int = typer.Option(64, "--n", "-n", help="Number of images."),
-    sampler: Optional[str] = typer.Option(None, help="heun | euler | dpmpp2m | ddim | ddpm; cold models: alg2 | alg1 "
-                                          "[the model's own: heun, or alg2 for a cold model]."),
+    sampler: Optional[str] = typer.Option(None, help="heun | euler | dpmpp2m | ddim | ddpm; cold models: alg2 | "
+                                          "alg1 [the model's own: heun, or alg2 for a cold model]."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps [from --nfe]."),
     nfe: int = typer.Option(35, help="Network evaluations, if --steps is not given (Heun: steps = (nfe+1)/2)."),
     schedule: str = typer.Option("auto", help="auto | karras | uniform (DDPM discrete steps)."),
@@ -332,6 +332,36 @@ def train_featurenet(
     from .metrics import train_featurenet as train
 
     _run(lambda: typer.echo(json.dumps(train(out, seed=seed, epochs=epochs, progress=progress))))
+
+
+distill_app = typer.Typer(help="One-step distillation (Diffusion2GAN): ODE pairs from a teacher.", no_args_is_help=True)
+app.add_typer(distill_app, name="distill")
+
+
+@distill_app.command("pairs")
+def distill_pairs(
+    out: Path = typer.Option(..., "--out", "-o", help="Pair-set folder (created, or finished / extended)."),
+    teacher: str = typer.Option("mnist-s", help="Teacher: model folder, run folder or shipped name."),
+    n: int = typer.Option(..., "--n", "-n", help="Number of pairs (seeds seed .. seed + n - 1)."),
+    seed: int = typer.Option(0, help="First seed [0]."),
+    sampler: str = typer.Option("heun", help="Teacher's sampler [heun]."),
+    nfe: int = typer.Option(35, help="Teacher's network evaluations per image (before guidance) [35]."),
+    ema: str = typer.Option("auto", help="Teacher's EMA length, 'raw' or 'auto' [auto]."),
+    guide: Optional[str] = typer.Option(None, help="Guide model (autoguidance) or 'uncond' (CFG) [none]."),
+    guidance: float = typer.Option(1.0, help="Guidance weight w [1 = none]."),
+    interval: Optional[str] = typer.Option(None, help="Guidance interval LO,HI in sigma [everywhere]."),
+    guide_ema: str = typer.Option("auto", help="EMA length of the guide [auto]."),
+    shard_size: int = typer.Option(256, help="Pairs per shard (the unit of resumption) [256]."),
+    batch_size: int = typer.Option(64, help="Teacher batch [64]."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Write ODE pairs (z, c, x0 = teacher(z, c)) as safetensors shards + manifest.json; rerun to resume."""
+    from .distill import generate_pairs
+
+    _run(lambda: typer.echo(json.dumps(generate_pairs(
+        teacher, out, n=n, seed=seed, sampler=sampler, nfe=nfe, ema=ema, guide=guide, guidance=guidance,
+        interval=_pair(interval, "--interval"), guide_ema=guide_ema, shard_size=shard_size, batch_size=batch_size,
+        progress=progress))))
 
 
 def main():  # pragma: no cover

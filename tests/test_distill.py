@@ -1,0 +1,93 @@
+"""Diffusion2GAN: ODE pairs regenerate from their seeds, survive a kill, and refuse what does not belong to them."""
+import math
+
+import pytest
+import torch
+
+from conftest import tree_bytes
+from kakusan import KakusanError
+from kakusan.diffusion import Denoiser, generate
+from kakusan.diffusion.process import EDMProcess
+from kakusan.diffusion.samplers import PerSampleNoise
+from kakusan.distill import generate_pairs, load_pairs, regenerate
+from kakusan.distill import pairs as pairs_module
+from kakusan.nets import UNetConfig
+
+OPTIONS = dict(sampler="heun", nfe=5, shard_size=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("teacher") / "t"
+    Denoiser.create(UNetConfig(preset="xs", image_size=16, cond_type="class", num_classes=3),
+                    EDMProcess()).save_pretrained(folder)
+    return folder
+
+
+def test_pairs_regenerate_bit_identically_from_their_seeds(teacher, tmp_path):
+    manifest = generate_pairs(teacher, tmp_path / "p", n=10, seed=5, guide="uncond", guidance=2.0, **OPTIONS)
+    assert manifest["nfe"] == 5 and manifest["steps"] == 3 and manifest["guidance"] == 2.0
+    pairs = load_pairs(tmp_path / "p")
+    assert pairs.seeds.tolist() == list(range(5, 15)) and pairs.labels.tolist() == [s % 3 for s in range(5, 15)]
+    assert len(list((tmp_path / "p").glob("shard-*.safetensors"))) == math.ceil(10 / 4)
+    # pair 7 computed again from its seed and the manifest: bit-identical, and z is generate's own first draw
+    again = regenerate(tmp_path / "p", 7)
+    i = 7 - 5
+    assert torch.equal(again["x0"], pairs.x0[i]) and torch.equal(again["noise"], pairs.noise[i])
+    assert torch.equal(pairs.noise[i:i + 1], PerSampleNoise([7])(torch.empty(1, 1, 16, 16)))
+    from kakusan.guidance import guide_from_spec
+
+    model = Denoiser.from_pretrained(teacher)  # alone (batch of 1) it differs by float rounding only
+    x0 = generate(model, [7], cond=torch.tensor([7 % 3]), steps=3, progress=False,
+                  make_denoise=guide_from_spec(model, "uncond", 2.0))
+    assert torch.allclose(x0[0], pairs.x0[i], atol=1e-4)
+    assert pairs.manifest["sigma_max"] == 80.0
+
+
+def test_a_killed_generation_resumes_without_a_duplicated_or_missing_seed(teacher, tmp_path, monkeypatch):
+    calls = []
+    real = pairs_module.generate
+
+    def dies_on_the_second_shard(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(pairs_module, "generate", dies_on_the_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pairs(teacher, tmp_path / "p", n=10, **OPTIONS)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["manifest.json", "shard-00000.safetensors"]
+    first = (tmp_path / "p" / "shard-00000.safetensors").read_bytes()
+    monkeypatch.setattr(pairs_module, "generate", real)
+    generate_pairs(teacher, tmp_path / "p", n=10, **OPTIONS)
+    assert (tmp_path / "p" / "shard-00000.safetensors").read_bytes() == first  # kept, not redone
+    pairs = load_pairs(tmp_path / "p")
+    assert pairs.seeds.tolist() == list(range(10))
+    whole = generate_pairs(teacher, tmp_path / "q", n=10, **OPTIONS) and load_pairs(tmp_path / "q")
+    assert torch.equal(whole.x0, pairs.x0)
+
+
+def test_bad_pair_sets_and_teachers_are_refused_without_touching_anything(teacher, tmp_path):
+    generate_pairs(teacher, tmp_path / "p", n=6, **OPTIONS)
+    before = tree_bytes(tmp_path / "p")
+    with pytest.raises(KakusanError, match="other settings \\(nfe, steps\\)"):
+        generate_pairs(teacher, tmp_path / "p", n=6, **{**OPTIONS, "nfe": 7})
+    assert tree_bytes(tmp_path / "p") == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("keep")
+    with pytest.raises(KakusanError, match="not a pair set"):
+        generate_pairs(teacher, tmp_path / "other", n=6, **OPTIONS)
+    assert (tmp_path / "other" / "mine.txt").read_text() == "keep"
+    shard = tmp_path / "p" / "shard-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated
+    with pytest.raises(KakusanError, match="shard-00001.safetensors is damaged"):
+        load_pairs(tmp_path / "p")
+    with pytest.raises(KakusanError, match="not a pair set"):
+        load_pairs(tmp_path / "other")
+    from kakusan.cold import build_degradation
+
+    Denoiser.create(UNetConfig(preset="xs", image_size=16), build_degradation("mask", steps=3)).save_pretrained(
+        tmp_path / "cold")
+    with pytest.raises(KakusanError, match="must be a diffusion model"):
+        generate_pairs(tmp_path / "cold", tmp_path / "c", n=2, **OPTIONS)

@@ -91,3 +91,57 @@ def test_bad_pair_sets_and_teachers_are_refused_without_touching_anything(teache
         tmp_path / "cold")
     with pytest.raises(KakusanError, match="must be a diffusion model"):
         generate_pairs(tmp_path / "cold", tmp_path / "c", n=2, **OPTIONS)
+
+
+# --- the ensembled perceptual loss ------------------------------------------------------------------------------
+def perceptual(**kw):
+    from kakusan.distill.perceptual import EnsembledPerceptualLoss, PerceptualNet
+
+    torch.manual_seed(0)
+    return EnsembledPerceptualLoss(PerceptualNet().eval(), **kw)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from kakusan.data import load_dataset
+
+    return load_dataset("mnist-heldout").images[:8]
+
+
+def test_perceptual_loss_is_zero_for_identical_images_under_any_augmentation_draw(digits):
+    loss = perceptual(l1=0.5)
+    for seed in range(5):  # identical images stay identical only if both see the same draw
+        d = loss(digits, digits.clone(), torch.Generator().manual_seed(seed))
+        assert d.shape == (8,) and torch.equal(d, torch.zeros(8))
+
+
+def test_perceptual_loss_is_positive_for_different_images_and_differentiable(digits):
+    loss = perceptual(l1=0.5)
+    x = digits.clone().requires_grad_(True)
+    d = loss(x, digits.roll(1, 0), torch.Generator().manual_seed(0))
+    assert (d > 0).all()
+    d.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_one_augmentation_draw_per_call_moves_both_images_alike(digits):
+    from kakusan.distill.perceptual import apply_transform, random_transform
+
+    t = random_transform(8, torch.Generator().manual_seed(3))
+    again = random_transform(8, torch.Generator().manual_seed(3))
+    other = random_transform(8, torch.Generator().manual_seed(4))
+    assert torch.equal(t["theta"], again["theta"]) and not torch.equal(t["theta"], other["theta"])
+    moved = apply_transform(digits, t)
+    assert moved.shape == digits.shape and not torch.allclose(moved, digits)
+    assert torch.equal(moved, apply_transform(digits.clone(), again))
+    identity = {"theta": torch.eye(2, 3).expand(8, 2, 3), "cut_centre": torch.full((8, 2), 5.0), "cut_half": 0.1}
+    assert torch.allclose(apply_transform(digits, identity), digits, atol=1e-5)  # no move, cutout off the image
+
+
+def test_the_shipped_perceptual_net_ranks_a_small_change_below_another_digit(digits):
+    from kakusan.distill.perceptual import EnsembledPerceptualLoss
+
+    loss = EnsembledPerceptualLoss()
+    g = torch.Generator().manual_seed(0)
+    near = (digits + 0.05 * torch.randn(digits.shape, generator=g)).clamp(-1, 1)
+    assert (loss(digits, near, g) < loss(digits, digits.roll(1, 0), g)).all()

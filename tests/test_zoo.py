@@ -15,7 +15,7 @@ MODELS = ["mnist-s", "mnist-s-t16", "mnist-xs-guide"]
 def test_every_shipped_folder_has_a_card_with_its_command():
     names = available()
     assert set(MODELS) <= set(names)
-    for name in names + ["featurenet-mnist"]:
+    for name in names + ["featurenet-mnist", "perceptual-mnist"]:
         card = io.read_json(ZOO_DIR / name / "card.json")
         assert card["command"].startswith("kakusan ") and "seed" in card
         assert not any(p.suffix in (".pt", ".pth", ".bin", ".pkl") for p in (ZOO_DIR / name).iterdir())

@@ -364,6 +364,19 @@ def distill_pairs(
         progress=progress))))
 
 
+@distill_app.command("train-perceptual")
+def distill_train_perceptual(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for perceptual.safetensors and card.json."),
+    seed: int = typer.Option(1, help="Seed of the split, the weights and the augmentation [1; the evaluation net: 0]."),
+    epochs: int = typer.Option(20, help="Passes over the 4,000 training images [20]."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train the feature network of the ensembled perceptual loss (not the evaluation network)."""
+    from .distill.perceptual import train_perceptual
+
+    _run(lambda: typer.echo(json.dumps(train_perceptual(out, seed=seed, epochs=epochs, progress=progress))))
+
+
 def main():  # pragma: no cover
     app(prog_name="kakusan")
 

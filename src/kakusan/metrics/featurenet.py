@@ -62,19 +62,21 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
     net.eval()
     pred = torch.cat([net(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)])
     return float((pred == labels).float().mean())
 
 
-class FeatureNetObjective(Objective):
-    """Cross-entropy with label smoothing on augmented digits, AdamW with a one-cycle learning rate (and momentum)
-    schedule (Smith & Topin 2019) over the whole run."""
+class ClassifierObjective(Objective):
+    """A digit classifier (``net(x) -> logits``): cross-entropy with label smoothing on augmented digits, AdamW with a
+    one-cycle learning rate (and momentum) schedule (Smith & Topin 2019) over the whole run. Saved as
+    ``weights_file``."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, lr: float, total_steps: int):
-        self.images, self.labels = images, labels
-        self.net = self.forward = FeatureNet()
+    def __init__(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, lr: float, total_steps: int,
+                 weights_file: str = WEIGHTS_FILE):
+        self.images, self.labels, self.weights_file = images, labels, weights_file
+        self.net = self.forward = net
         self.modules = {"model": self.net}
         self.optimizers = {"model": torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=1e-4)}
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimizers["model"], max_lr=lr,
@@ -100,19 +102,19 @@ class FeatureNetObjective(Objective):
         return {"loss": loss.item()}
 
     def write_model(self, folder, ema_weights, raw=True, info=None):
-        io.save_tensors(self.net.state_dict(), Path(folder) / WEIGHTS_FILE)
+        io.save_tensors(self.net.state_dict(), Path(folder) / self.weights_file)
 
     def read_model_weights(self, folder, which):
-        return io.load_tensors(Path(folder) / WEIGHTS_FILE)
+        return io.load_tensors(Path(folder) / self.weights_file)
 
 
-def train_featurenet(out: str | Path, *, seed: int = 0, epochs: int = 30, batch_size: int = 128, lr: float = 2e-3,
-                     progress: bool = True) -> dict:
-    """Train on the 4,000-image split on the generic loop (run folder ``out/run``), report held-out accuracy; write
-    weights + card into ``out``."""
+def train_classifier(make_net, out: str | Path, *, weights_file: str, command: str, seed: int = 0, epochs: int = 30,
+                     batch_size: int = 128, lr: float = 2e-3, progress: bool = True) -> dict:
+    """Train ``make_net()`` on the 4,000 training images of ``mnist_split(seed)`` on the generic loop (run folder
+    ``out/run``, resumable), report held-out accuracy; write ``weights_file`` + card into ``out``."""
     out = Path(out)
-    if (out / WEIGHTS_FILE).exists():
-        raise KakusanError(f"{out} already holds an evaluation network; choose another output folder")
+    if (out / weights_file).exists():
+        raise KakusanError(f"{out} already holds a trained network; choose another output folder")
     torch.manual_seed(seed)
     data = load_dataset("mnist")
     train_idx, held_idx = mnist_split(seed)
@@ -120,19 +122,29 @@ def train_featurenet(out: str | Path, *, seed: int = 0, epochs: int = 30, batch_
     kimg = epochs * len(x) / 1000
     config = LoopConfig(batch_size=batch_size, kimg=kimg, lr=lr, warmup_kimg=0, grad_clip=0, ema_stds=[], seed=seed,
                         checkpoint_kimg=kimg / 5, sample_kimg=2 * kimg, log_kimg=len(x) / 1000)
-    objective = FeatureNetObjective(x, y, lr=lr, total_steps=math.ceil(kimg * 1000 / batch_size))
+    objective = ClassifierObjective(make_net(), x, y, lr=lr, total_steps=math.ceil(kimg * 1000 / batch_size),
+                                    weights_file=weights_file)
     t0 = time.time()
     TrainLoop(objective, config, out / "run", progress=progress,
               resume=has_checkpoint(out / "run" / "checkpoint")).train()
     net = objective.net.cpu()
     held_acc = accuracy(net, data.images[held_idx], data.labels[held_idx])
-    card = {"command": f"kakusan metrics train-featurenet --out {out} --seed {seed} --epochs {epochs}",
-            "seed": seed, "epochs": epochs, "split": f"mnist_split(seed={seed}): 4000 train / 1000 held out",
+    card = {"command": command, "seed": seed, "epochs": epochs,
+            "split": f"mnist_split(seed={seed}): 4000 train / 1000 held out",
             "held_out_accuracy": round(held_acc, 4), "train_accuracy": round(accuracy(net, x, y), 4),
-            "wall_s": round(time.time() - t0, 1), "features": FeatureNet.num_features}
-    io.save_tensors(net.state_dict(), out / WEIGHTS_FILE)
+            "wall_s": round(time.time() - t0, 1), "parameters": sum(p.numel() for p in net.parameters())}
+    io.save_tensors(net.state_dict(), out / weights_file)
     io.write_json(card, out / CARD_FILE)
     return card
+
+
+def train_featurenet(out: str | Path, *, seed: int = 0, epochs: int = 30, progress: bool = True, **options) -> dict:
+    """The evaluation network: :class:`FeatureNet` by :func:`train_classifier`."""
+    card = train_classifier(FeatureNet, out, weights_file=WEIGHTS_FILE, seed=seed, epochs=epochs, progress=progress,
+                            command=f"kakusan metrics train-featurenet --out {out} --seed {seed} --epochs {epochs}",
+                            **options)
+    io.write_json({**card, "features": FeatureNet.num_features}, Path(out) / CARD_FILE)
+    return {**card, "features": FeatureNet.num_features}
 
 
 def load_featurenet(path: str | Path | None = None) -> FeatureNet:

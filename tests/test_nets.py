@@ -65,18 +65,19 @@ def test_label_dropout_replaces_the_condition_by_the_null_condition_at_rate_p():
     assert 0.45 < float(rows_null.double().mean()) < 0.55 and ((tokens != 0).all(1) | rows_null).all()
 
 
-def test_features_hook_returns_every_encoder_stage_and_leaves_the_output_alone():
+def test_features_hook_returns_every_stage_and_leaves_the_output_alone():
     net = token_net()
     x, t, ids = torch.randn(2, 1, 16, 16), torch.tensor([3.0, 500.0]), tokens_for_labels(torch.tensor([4, 7]))
     with torch.no_grad():
         feats = net.features(x, t, ids)
         plain = net(x, t, ids)
         again = net(x, t, ids)
-    assert list(feats) == ["down.0", "down.1", "down.2", "mid"]
+    assert list(feats) == ["down.0", "down.1", "down.2", "mid", "up.0", "up.1", "up.2"]
+    assert feats["up.2"].shape == (2, 16, 16, 16)
     assert feats["down.0"].shape == (2, 16, 8, 8) and feats["mid"].shape == (2, 32, 4, 4)
     assert torch.equal(plain, again)  # the hooks are gone after the call
     with pytest.raises(KakusanError, match="unknown feature stages"):
-        net.features(x, t, ids, names=["up.0"])
+        net.features(x, t, ids, names=["up.9"])
 
 
 def test_the_toy_mlp_is_a_denoiser_that_saves_loads_and_generates(tmp_path):

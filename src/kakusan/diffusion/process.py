@@ -190,7 +190,49 @@ class DDPMProcess(ForwardProcess):
         return schedules.karras_sigmas(steps, self.sigma_min, self.sigma_max, rho)
 
 
-PROCESSES = {"edm": EDMProcess, "ddpm": DDPMProcess}
+class OneStep(ForwardProcess):
+    """A one-step generator distilled from a Gaussian process (Diffusion2GAN): G(z, c) = D(sigma_max z; sigma_max, c),
+    the base process's preconditioned network called once at its largest noise level. It samples with exactly one
+    network evaluation — the Euler step from sigma_max to 0, x = D(x_T) — and refuses multi-step samplers."""
+
+    kind = "one-step"
+    default_sampler = "onestep"
+
+    def __init__(self, base: ForwardProcess | dict):
+        self.base = process_from_config(base) if isinstance(base, dict) else base
+
+    def sample_t(self, batch, generator=None, device=None):
+        return torch.full((batch,), self.sigma_max, device=device)
+
+    def degrade(self, x0, t, generator=None):
+        return self.base.degrade(x0, t, generator)
+
+    def loss_weight(self, t):
+        return torch.ones_like(t)
+
+    def precondition(self, t):
+        return self.base.precondition(t)
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.base.sampling_grid("heun", 1)[0])
+
+    def sampler(self, name):
+        from .samplers import sample_euler
+
+        if name not in ("onestep", "euler"):
+            raise KakusanError(f"a one-step model samples with one network evaluation (sampler 'onestep'), not {name!r}")
+        return sample_euler
+
+    def sampling_grid(self, sampler, steps, schedule="auto", rho=7.0):
+        """[sigma_max, 0] whatever the number of steps asked for."""
+        return torch.tensor([self.sigma_max, 0.0], dtype=torch.float64)
+
+    def to_config(self):
+        return {"kind": self.kind, "base": self.base.to_config()}
+
+
+PROCESSES = {"edm": EDMProcess, "ddpm": DDPMProcess, "one-step": OneStep}
 
 
 def process_from_config(config: dict) -> ForwardProcess:

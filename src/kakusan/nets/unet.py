@@ -175,9 +175,10 @@ class UNetNet(nn.Module):
         return self.unet(x, c_noise).sample
 
     def feature_modules(self) -> dict[str, nn.Module]:
-        """The encoder's stages by name: each down block and the middle block."""
-        stages = {f"down.{i}": block for i, block in enumerate(self.unet.down_blocks)}
-        return {**stages, "mid": self.unet.mid_block}
+        """The stages by name: each down block, the middle block, each up block (lowest resolution first)."""
+        down = {f"down.{i}": block for i, block in enumerate(self.unet.down_blocks)}
+        up = {f"up.{i}": block for i, block in enumerate(self.unet.up_blocks)}
+        return {**down, "mid": self.unet.mid_block, **up}
 
     @contextmanager
     def capture(self, names=None):
@@ -201,7 +202,7 @@ class UNetNet(nn.Module):
 
     def features(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None,
                  names=None) -> dict[str, torch.Tensor]:
-        """Encoder activations {stage: (B, C, H, W)} of one forward pass (for a discriminator's heads)."""
+        """Activations {stage: (B, C, H, W)} of one forward pass (for a discriminator's heads); ``names``: a subset."""
         with self.capture(names) as found:
             self(x, c_noise, cond)
         return dict(found)

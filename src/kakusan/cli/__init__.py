@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import KakusanError
+from .. import KakusanError
 
 # rich_markup_mode=None: help texts are plain, so "[default]" in square brackets is shown, not eaten as markup
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -83,8 +83,8 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Train a denoiser; writes checkpoint/, snapshots/, samples/, metrics.jsonl and loss.png into the run folder."""
-    from .diffusion.training import Trainer
-    from .train import TrainConfig
+    from ..diffusion.training import Trainer
+    from ..train import TrainConfig
 
     given = {k: v for k, v in dict(
         data=data, image_size=image_size, channels=channels, preset=preset, time_conditioning=time_conditioning,
@@ -131,7 +131,7 @@ def sample(
 ):
     """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds). Cold models
     (blur --to-mean, mix, noise) generate from their degraded prior by Algorithm 2."""
-    from .sampling import sample_to_folder
+    from ..sampling import sample_to_folder
 
     def go():
         typer.echo(json.dumps(sample_to_folder(
@@ -156,7 +156,7 @@ def restore(
 ):
     """Degrade clean images and restore them by each method; writes strip.png (rows: clean / degraded / direct /
     Algorithm 1 / Algorithm 2) and restored.npz."""
-    from .cold.restore import restore_to_folder
+    from ..cold.restore import restore_to_folder
 
     _run(lambda: typer.echo(json.dumps(restore_to_folder(model, out, data=data, n=n, t=t, seed=seed, ema=ema,
                                                           progress=progress))))
@@ -165,7 +165,7 @@ def restore(
 @app.command()
 def info(model: str = typer.Argument(..., help="Model folder, run folder or shipped model name.")):
     """Show a checkpoint's configuration, images seen, EMA lengths and size."""
-    from .models import describe
+    from ..models import describe
 
     _run(lambda: typer.echo(json.dumps(describe(model), indent=2)))
 
@@ -179,7 +179,7 @@ def export(
     note: Optional[str] = typer.Option(None, help="Free text for the card (e.g. measured metrics)."),
 ):
     """Write a compact, shippable copy of a model: config.json, the chosen EMA weights and card.json."""
-    from .models import export_model
+    from ..models import export_model
 
     def go():
         card = {k: v for k, v in {"command": command, "note": note}.items() if v}
@@ -194,7 +194,7 @@ def convert(
     dst: Path = typer.Argument(..., help="New folder for the same model in the current layout."),
 ):
     """Rewrite a kakusan 0.1 model folder in the current layout (diffusers' unet/ sub-folder); same samples."""
-    from .models import convert_legacy
+    from ..models import convert_legacy
 
     _run(lambda: typer.echo(str(convert_legacy(src, dst))))
 
@@ -210,7 +210,7 @@ def report(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Sample a class-conditional grid and write a one-page HTML report with metrics beside the real-vs-real floor."""
-    from .report.sample_report import sample_report
+    from ..report.sample_report import sample_report
 
     def go():
         r = sample_report(model, out, n=n, nfe=nfe, seed=seed, ema=ema, progress=progress)
@@ -230,7 +230,7 @@ def eval_(
     seed: int = typer.Option(0, help="Seed of the real-set split and KID subsets."),
 ):
     """Score samples: FD, KID, precision/recall, class accuracy — next to the real-vs-real floor at the same n."""
-    from .metrics.evaluate import evaluate_samples
+    from ..metrics.evaluate import evaluate_samples
 
     def go():
         r = evaluate_samples(samples, ref, n=n, feature_net=feature_net, weights=weights, seed=seed)
@@ -259,8 +259,8 @@ def toy(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Reproduce the 2-D fractal-tree toy of the autoguidance paper (Fig. 1): CFG vs autoguidance, exact metrics."""
-    from .guidance.toy import run_toy
-    from .utils import io
+    from ..guidance.toy import run_toy
+    from ..utils import io
 
     def go():
         ws = _floats(w)
@@ -294,7 +294,7 @@ def guidance_sweep(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """FD, precision, recall and class accuracy against w for each guide (CSV + plot, best w marked)."""
-    from .guidance.sweep import guidance_sweep as sweep
+    from ..guidance.sweep import guidance_sweep as sweep
 
     def go():
         guides = {}
@@ -329,52 +329,14 @@ def train_featurenet(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Train the MNIST evaluation network on a fixed 4,000 / 1,000 split; prints its held-out accuracy."""
-    from .metrics import train_featurenet as train
+    from ..metrics import train_featurenet as train
 
     _run(lambda: typer.echo(json.dumps(train(out, seed=seed, epochs=epochs, progress=progress))))
 
 
-distill_app = typer.Typer(help="One-step distillation (Diffusion2GAN): ODE pairs from a teacher.", no_args_is_help=True)
+from .distill import distill_app  # noqa: E402  (its commands use the helpers above)
+
 app.add_typer(distill_app, name="distill")
-
-
-@distill_app.command("pairs")
-def distill_pairs(
-    out: Path = typer.Option(..., "--out", "-o", help="Pair-set folder (created, or finished / extended)."),
-    teacher: str = typer.Option("mnist-s", help="Teacher: model folder, run folder or shipped name."),
-    n: int = typer.Option(..., "--n", "-n", help="Number of pairs (seeds seed .. seed + n - 1)."),
-    seed: int = typer.Option(0, help="First seed [0]."),
-    sampler: str = typer.Option("heun", help="Teacher's sampler [heun]."),
-    nfe: int = typer.Option(35, help="Teacher's network evaluations per image (before guidance) [35]."),
-    ema: str = typer.Option("auto", help="Teacher's EMA length, 'raw' or 'auto' [auto]."),
-    guide: Optional[str] = typer.Option(None, help="Guide model (autoguidance) or 'uncond' (CFG) [none]."),
-    guidance: float = typer.Option(1.0, help="Guidance weight w [1 = none]."),
-    interval: Optional[str] = typer.Option(None, help="Guidance interval LO,HI in sigma [everywhere]."),
-    guide_ema: str = typer.Option("auto", help="EMA length of the guide [auto]."),
-    shard_size: int = typer.Option(256, help="Pairs per shard (the unit of resumption) [256]."),
-    batch_size: int = typer.Option(64, help="Teacher batch [64]."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-):
-    """Write ODE pairs (z, c, x0 = teacher(z, c)) as safetensors shards + manifest.json; rerun to resume."""
-    from .distill import generate_pairs
-
-    _run(lambda: typer.echo(json.dumps(generate_pairs(
-        teacher, out, n=n, seed=seed, sampler=sampler, nfe=nfe, ema=ema, guide=guide, guidance=guidance,
-        interval=_pair(interval, "--interval"), guide_ema=guide_ema, shard_size=shard_size, batch_size=batch_size,
-        progress=progress))))
-
-
-@distill_app.command("train-perceptual")
-def distill_train_perceptual(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for perceptual.safetensors and card.json."),
-    seed: int = typer.Option(1, help="Seed of the split, the weights and the augmentation [1; the evaluation net: 0]."),
-    epochs: int = typer.Option(20, help="Passes over the 4,000 training images [20]."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-):
-    """Train the feature network of the ensembled perceptual loss (not the evaluation network)."""
-    from .distill.perceptual import train_perceptual
-
-    _run(lambda: typer.echo(json.dumps(train_perceptual(out, seed=seed, epochs=epochs, progress=progress))))
 
 
 def main():  # pragma: no cover

@@ -145,3 +145,101 @@ def test_the_shipped_perceptual_net_ranks_a_small_change_below_another_digit(dig
     g = torch.Generator().manual_seed(0)
     near = (digits + 0.05 * torch.randn(digits.shape, generator=g)).clamp(-1, 1)
     assert (loss(digits, near, g) < loss(digits, digits.roll(1, 0), g)).all()
+
+
+# --- the discriminator's losses and the student's training ------------------------------------------------------
+def test_mix_and_match_negatives_are_scored_as_fake_and_r1_is_the_gradient_penalty():
+    import torch.nn.functional as F
+
+    from kakusan.distill.discriminator import discriminator_loss
+
+    w = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    def D(x, c, z):  # linear in x, remembers its inputs: grad_x D = w exactly
+        return (w * x).flatten(1).sum(1) + 0.1 * c.float() + (z.flatten(1).mean(1))
+    real, fake = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    c, z = torch.tensor([0, 1, 2]), torch.randn(3, 1, 4, 4)
+    base, parts = discriminator_loss(D, real, fake, c, z, mix_and_match=False, num_classes=3,
+                                     generator=torch.Generator())
+    assert torch.isclose(base, F.softplus(-D(real, c, z)).mean() + F.softplus(D(fake, c, z)).mean())
+    g = torch.Generator().manual_seed(1)
+    mixed, parts = discriminator_loss(D, real, fake, c, z, mix_and_match=True, num_classes=3, generator=g)
+    shift = torch.randint(1, 3, (3,), generator=torch.Generator().manual_seed(1))
+    wrong_c = (c + shift) % 3
+    assert (wrong_c != c).all()
+    expected = base + 0.5 * F.softplus(D(real, c, z.roll(1, 0))).mean() + 0.5 * F.softplus(D(real, wrong_c, z)).mean()
+    assert torch.isclose(mixed, expected)  # the right image with the wrong z or c counts as fake
+    for step, present in ((32, True), (33, False)):  # lazy: every 16 steps, scaled by 16
+        loss, parts = discriminator_loss(D, real, fake, c, z, mix_and_match=False, num_classes=3,
+                                         generator=torch.Generator(), r1_gamma=0.2, r1_every=16, step=step)
+        assert ("r1" in parts) == present
+        if present:
+            assert abs(parts["r1"] - 0.2 / 2 * float(w.pow(2).sum()) * 16) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def pair_set(teacher, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pairs") / "p"
+    generate_pairs(teacher, folder, n=8, sampler="heun", nfe=3, shard_size=8, progress=False)
+    return folder
+
+
+def distill_config(pair_set, **kw):
+    from kakusan.distill.train import DistillConfig
+
+    return DistillConfig(**{**dict(pairs=str(pair_set), batch_size=4, kimg=0.016, warmup_kimg=0.004,
+                                   checkpoint_kimg=0.008, sample_kimg=1, log_kimg=0.004, r1_every=2), **kw})
+
+
+def test_distil_train_n_steps_equals_half_plus_resume_plus_half(pair_set, tmp_path, monkeypatch):
+    from kakusan.distill import perceptual
+    from kakusan.distill.train import resume_student, train_student
+    from kakusan.utils import io
+
+    train_student(distill_config(pair_set), tmp_path / "full", progress=False)
+    train_student(distill_config(pair_set, kimg=0.008), tmp_path / "split", progress=False)
+    summary = resume_student(tmp_path / "split", progress=False, kimg=0.016)
+    assert summary["step"] == 4
+    a, b = tmp_path / "full" / "checkpoint", tmp_path / "split" / "checkpoint"
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*.safetensors"))
+    assert "disc.safetensors" in files and "optimizer-disc.safetensors" in files and len(files) == 6
+    for f in files:
+        x, y = io.load_tensors(a / f), io.load_tensors(b / f)
+        assert all(torch.equal(x[k], y[k]) for k in x), f
+    rows = [__import__("json").loads(r) for r in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_g", "loss_d", "g_gan", "g_recon", "d_wrong_z", "d_wrong_c", "r1"} <= set().union(*rows)
+
+
+def test_a_student_samples_with_one_evaluation_and_refuses_multi_step_samplers(pair_set, tmp_path):
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+
+    run = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
+    r = run("distill", "train", "--pairs", pair_set, "--out", tmp_path / "s", "--loss", "mse", "--gan-weight", "0",
+            "--kimg", "0.008", "--batch-size", "4", "--no-progress")
+    assert r.exit_code == 0, r.output
+    student = Denoiser.from_pretrained(tmp_path / "s")
+    calls = []
+    counted = lambda x, s, c: calls.append(float(s)) or student(x, s, c)  # noqa: E731
+    out = generate(student, range(3), cond=torch.tensor([0, 1, 2]), steps=18, progress=False,
+                   make_denoise=lambda c: (lambda x, s: counted(x, s, c)))
+    assert calls == [80.0] and out.shape == (3, 1, 16, 16)  # one evaluation, at sigma_max, whatever steps says
+    r = run("sample", tmp_path / "s", "--out", tmp_path / "heun", "-n", "2", "--sampler", "heun", "--no-progress")
+    assert r.exit_code == 2 and "one network evaluation" in r.output
+    r = run("sample", tmp_path / "s", "--out", tmp_path / "ok", "-n", "2", "--no-progress")
+    assert r.exit_code == 0 and '"nfe": 1' in r.output
+
+
+def test_pairs_of_another_teacher_are_refused(pair_set, teacher, tmp_path):
+    import shutil
+
+    from kakusan.distill.train import train_student
+    from kakusan.utils import io
+
+    shutil.copytree(pair_set, tmp_path / "p")
+    manifest = io.read_json(tmp_path / "p" / "manifest.json")
+    io.write_json({**manifest, "teacher_fingerprint": "0" * 16}, tmp_path / "p" / "manifest.json")
+    with pytest.raises(KakusanError, match="not the one that made the pairs"):
+        train_student(distill_config(tmp_path / "p"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -51,3 +51,41 @@ def distill_train_perceptual(
     from ..distill.perceptual import train_perceptual
 
     _run(lambda: typer.echo(json.dumps(train_perceptual(out, seed=seed, epochs=epochs, progress=progress))))
+
+
+@distill_app.command("train")
+def distill_train(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; or resumed with --resume)."),
+    pairs: Optional[Path] = typer.Option(None, help="Pair set from `kakusan distill pairs` (names its teacher)."),
+    loss: Optional[str] = typer.Option(None, help="Reconstruction loss: perceptual (ensembled) | mse [perceptual]."),
+    l1: Optional[float] = typer.Option(None, help="Weight of an L1 term beside the perceptual loss [0]."),
+    gan_weight: Optional[float] = typer.Option(None, help="Weight of the conditional GAN loss; 0 = no discriminator "
+                                               "[0.05]."),
+    r1_gamma: Optional[float] = typer.Option(None, help="R1 weight on real pairs, 0 = off [0.1]."),
+    mix_and_match: Optional[bool] = typer.Option(None, "--mix-and-match/--no-mix-and-match",
+                                                 help="Wrong-z and wrong-c negatives for the discriminator [on]."),
+    disc_z: Optional[bool] = typer.Option(None, "--disc-z/--no-disc-z", help="The discriminator sees z [on]."),
+    kimg: Optional[float] = typer.Option(None, help="Training length in thousands of pairs seen [20]."),
+    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget [none]."),
+    batch_size: Optional[int] = typer.Option(None, help="Pairs per step [32]."),
+    lr: Optional[float] = typer.Option(None, help="Student learning rate [2e-5]."),
+    lr_disc: Optional[float] = typer.Option(None, help="Discriminator learning rate [2e-4]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the pair order and augmentations [0]."),
+    sample_kimg: Optional[float] = typer.Option(None, help="Teacher / student grid every N kimg [2]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train a one-step student G(z, c) on ODE pairs: reconstruction (perceptual or MSE) + conditional GAN."""
+    from ..distill.train import DistillConfig, resume_student, train_student
+
+    given = {k: v for k, v in dict(
+        pairs=str(pairs) if pairs else None, loss=loss, l1=l1, gan_weight=gan_weight, r1_gamma=r1_gamma,
+        mix_and_match=mix_and_match, disc_z=disc_z, kimg=kimg, minutes=minutes, batch_size=batch_size, lr=lr,
+        lr_disc=lr_disc, seed=seed, sample_kimg=sample_kimg).items() if v is not None}
+
+    def go():
+        if resume:
+            return resume_student(out, progress=progress, **given)
+        return train_student(DistillConfig(**given), out, progress=progress)
+
+    _run(lambda: typer.echo(json.dumps(go())))

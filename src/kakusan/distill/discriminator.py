@@ -1,0 +1,79 @@
+"""The conditional diffusion discriminator of Diffusion2GAN (Kang et al. 2024, sec. 3.3) and its losses.
+
+D(x0, c, z): a copy of the teacher's UNet — encoder *and* decoder, initialised from the teacher's weights — run at one
+fixed noise level sigma_d on x0 plus a zero-initialised 1x1-convolution of the noise z (so the pairing of image and z
+enters without disturbing the initial network), conditioned on c through the UNet's own conditioning; one 1x1-conv
+real/fake head on every stage (multi-scale), each averaged over space, summed.
+
+Losses (non-saturating, Goodfellow et al. 2014), with switches for the paper's ablation:
+* discriminator: softplus(-D(x0, c, z)) + softplus(D(G(z, c), c, z)); mix-and-match negatives score the *right image
+  with the wrong z or the wrong c* as fake too (0.5 each); R1 (Mescheder et al. 2018) gamma / 2 ||grad_x D(x0)||^2 on
+  one real sample, every ``r1_every`` steps and scaled by it (lazy regularisation, Karras et al. 2020);
+* generator: softplus(-D(G(z, c), c, z)).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.process import per_sample
+
+
+class Discriminator(nn.Module):
+    def __init__(self, teacher: Denoiser, *, sigma: float = 0.5, use_z: bool = True):
+        super().__init__()
+        self.net = copy.deepcopy(teacher.net).train()
+        self.process = teacher.process
+        self.sigma, self.use_z = sigma, use_z
+        channels = teacher.image_shape[0]
+        self.z_in = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.z_in.weight)
+        nn.init.zeros_(self.z_in.bias)
+        with torch.no_grad():  # the channels of every stage, from one probe
+            probe = self.stages(torch.zeros(1, *teacher.image_shape), teacher.null_cond(1))
+        self.heads = nn.ModuleDict({name.replace(".", "_"): nn.Conv2d(f.shape[1], 1, 1) for name, f in probe.items()})
+
+    def stages(self, x0: torch.Tensor, cond, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        x = x0 + self.z_in(z) if (self.use_z and z is not None) else x0
+        sigma = torch.full((x.shape[0],), self.sigma, device=x.device)
+        _, _, c_in, c_noise = self.process.precondition(sigma)
+        return self.net.features(per_sample(c_in, x) * x, c_noise, cond)
+
+    def forward(self, x0: torch.Tensor, cond, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Real/fake logits, shape (B,)."""
+        feats = self.stages(x0, cond, z)
+        return sum(self.heads[name.replace(".", "_")](f).mean(dim=(1, 2, 3)) for name, f in feats.items())
+
+
+def wrong_condition(cond: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Another class for every sample (class labels), else the batch's conditions rolled by one."""
+    if num_classes > 1 and cond.dim() == 1:
+        shift = torch.randint(1, num_classes, cond.shape, generator=generator).to(cond.device)
+        return (cond + shift) % num_classes
+    return cond.roll(1, 0)
+
+
+def discriminator_loss(D: Callable, real: torch.Tensor, fake: torch.Tensor, cond, z: torch.Tensor, *,
+                       mix_and_match: bool, num_classes: int, generator: torch.Generator,
+                       r1_gamma: float = 0.0, r1_every: int = 1, step: int = 0) -> tuple[torch.Tensor, dict]:
+    """(loss, parts) of one discriminator step; see the module docstring."""
+    parts = {"d_real": F.softplus(-D(real, cond, z)).mean(), "d_fake": F.softplus(D(fake.detach(), cond, z)).mean()}
+    if mix_and_match:
+        parts["d_wrong_z"] = 0.5 * F.softplus(D(real, cond, z.roll(1, 0))).mean()
+        parts["d_wrong_c"] = 0.5 * F.softplus(D(real, wrong_condition(cond, num_classes, generator), z)).mean()
+    if r1_gamma > 0 and step % r1_every == 0:
+        x = real[:1].detach().requires_grad_(True)
+        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no second derivative on the CPU
+            (grad,) = torch.autograd.grad(D(x, cond[:1], z[:1]).sum(), x, create_graph=True)
+        parts["r1"] = r1_gamma / 2 * grad.pow(2).sum() * r1_every
+    return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
+
+
+def generator_gan_loss(D: Callable, fake: torch.Tensor, cond, z: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-D(fake, cond, z)).mean()

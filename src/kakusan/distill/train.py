@@ -1,0 +1,172 @@
+"""Training the one-step student of Diffusion2GAN (Kang et al. 2024) on the generic loop, as a two-player objective.
+
+Student G(z, c) = D_teacher-architecture(sigma_max z; sigma_max, c), initialised from the teacher's weights, one
+network evaluation per image (:class:`~kakusan.diffusion.process.OneStep`). Its loss on the ODE pairs (z, c, x0):
+a reconstruction term — MSE, or the ensembled perceptual loss (sec. 3.2) — plus ``gan_weight`` times the
+non-saturating loss of the conditional discriminator (sec. 3.3). ``gan_weight = 0`` trains without a discriminator.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import KakusanError
+from ..diffusion.denoiser import Denoiser, preconditioned
+from ..diffusion.process import OneStep
+from ..diffusion.training import DenoiserObjective
+from ..models import model_folder
+from ..train import LoopConfig, TrainLoop
+from ..train.loop import check_run_folder
+from ..utils import io
+from .discriminator import Discriminator, discriminator_loss, generator_gan_loss
+from .pairs import fingerprint, load_pairs
+from .perceptual import EnsembledPerceptualLoss
+
+LOSSES = ("perceptual", "mse")
+
+
+@dataclass
+class DistillConfig(LoopConfig):
+    pairs: str = ""  # the pair-set folder (it names its teacher)
+    loss: str = "perceptual"  # perceptual | mse
+    l1: float = 0.0  # weight of an L1 term beside the perceptual loss
+    gan_weight: float = 0.05  # weight of the discriminator's loss for the student; 0: no discriminator
+    lr_disc: float = 2e-4
+    r1_gamma: float = 0.1  # 0: no R1
+    r1_every: int = 16
+    mix_and_match: bool = True
+    disc_z: bool = True  # the discriminator sees z through its zero-initialised branch
+    disc_sigma: float = 0.5  # the noise level at which the discriminator's UNet runs
+    # the loop's defaults, changed for a GAN: no warm-up beyond a short one, Adam betas of StyleGAN
+    batch_size: int = 32
+    lr: float = 2e-5
+    warmup_kimg: float = 0.5
+    adam_betas: tuple[float, float] = (0.0, 0.99)
+    ema_stds: list = None
+    kimg: float = 20.0
+    sample_kimg: float = 2.0
+    checkpoint_kimg: float = 2.0
+    sample_grid: int = 20
+
+    def __post_init__(self):
+        if self.ema_stds is None:
+            self.ema_stds = [0.05, 0.10]
+
+    def validate(self):
+        super().validate()
+        checks = [(bool(self.pairs), "pairs: the folder of a pair set is needed"),
+                  (self.loss in LOSSES, f"loss must be {' or '.join(LOSSES)}"),
+                  (self.gan_weight >= 0 and self.r1_gamma >= 0 and self.l1 >= 0, "weights must be >= 0"),
+                  (self.r1_every >= 1, "r1_every must be >= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise KakusanError(message)
+        return self
+
+
+class DistillObjective(DenoiserObjective):
+    """Two players: ``model`` (the student) and ``disc`` (when ``gan_weight > 0``), one optimizer each."""
+
+    def __init__(self, config: DistillConfig):
+        self.config = config.validate()
+        self.pairs = load_pairs(config.pairs)
+        m = self.pairs.manifest
+        teacher = Denoiser.from_pretrained(model_folder(m["teacher"]), ema=_ema(m["ema"]))
+        if fingerprint(teacher) != m["teacher_fingerprint"]:
+            raise KakusanError(f"the teacher {m['teacher']} is not the one that made the pairs in {config.pairs} "
+                               "(its weights differ)")
+        self.model = Denoiser(copy.deepcopy(teacher.net), OneStep(teacher.process),
+                              {**teacher.info, "teacher": m["teacher"], "pairs": str(config.pairs),
+                               "pair_manifest": m})
+        if abs(self.model.process.sigma_max - m["sigma_max"]) > 1e-6:
+            raise KakusanError(f"the pairs start at sigma {m['sigma_max']}, the student at {self.model.process.sigma_max}")
+        self.recon = EnsembledPerceptualLoss(l1=config.l1) if config.loss == "perceptual" else None
+        betas = tuple(config.adam_betas)
+        self.modules = {"model": self.model}
+        self.optimizers = {"model": torch.optim.Adam(self.model.net.parameters(), lr=config.lr, betas=betas)}
+        self.disc = None
+        torch.manual_seed(config.seed)  # the discriminator's heads
+        if config.gan_weight > 0:
+            self.disc = Discriminator(teacher, sigma=config.disc_sigma, use_z=config.disc_z)
+            self.modules["disc"] = self.disc
+            self.optimizers["disc"] = torch.optim.Adam(self.disc.parameters(), lr=config.lr_disc, betas=betas)
+        self.num_classes = teacher.num_classes
+
+    def prepare(self, accel):
+        super().prepare(accel)
+        if self.disc is not None:
+            self.d_forward, self.optimizers["disc"] = accel.prepare(self.disc, self.optimizers["disc"])
+
+    def student(self, z: torch.Tensor, cond) -> torch.Tensor:
+        """G(z, c): the preconditioned net once at sigma_max."""
+        sigma_max = self.model.process.sigma_max
+        sigma = torch.full((z.shape[0],), sigma_max, device=z.device)
+        return preconditioned(self.model.process, self.forward, sigma_max * z, sigma, cond)
+
+    def train_step(self, loop):
+        cfg, device = self.config, loop.accel.device
+        idx = loop.local_batch(len(self.pairs))
+        z, x0 = self.pairs.noise[idx].to(device), self.pairs.x0[idx].to(device)
+        labels = self.pairs.labels[idx].to(device) if self.pairs.labels is not None else None
+        cond = self.model.cond_from_labels(labels)
+        g = loop.cpu_generator
+        fake = self.student(z, cond)
+        logs = {}
+        if self.disc is not None:
+            d_loss, parts = discriminator_loss(self.d_forward, x0, fake, cond, z, mix_and_match=cfg.mix_and_match,
+                                               num_classes=self.num_classes, generator=g, r1_gamma=cfg.r1_gamma,
+                                               r1_every=cfg.r1_every, step=loop.step)
+            logs["loss_d"], logs["grad_norm_d"] = d_loss.item(), loop.optimize("disc", d_loss, self.disc.parameters())
+            logs.update(parts)
+        recon = self.recon(fake, x0, g).mean() if self.recon is not None else (fake - x0).pow(2).mean()
+        g_loss = recon
+        if self.disc is not None:
+            self.disc.requires_grad_(False)
+            gan = generator_gan_loss(self.d_forward, fake, cond, z)
+            self.disc.requires_grad_(True)
+            g_loss = recon + cfg.gan_weight * gan
+            logs["g_gan"] = gan.item()
+        logs["g_recon"], logs["loss_g"] = recon.item(), g_loss.item()
+        logs["grad_norm_g"] = loop.optimize("model", g_loss, self.model.net.parameters())
+        return logs
+
+    @torch.no_grad()
+    def preview(self, ema_weights):
+        """Top row: the teacher's x0; bottom row: the student (longest EMA) from the same z and c."""
+        n = min(self.config.sample_grid, len(self.pairs))
+        student = copy.deepcopy(self.model).eval()
+        if ema_weights:
+            student.net.load_state_dict(ema_weights[max(ema_weights)])
+        device = next(student.parameters()).device
+        labels = self.pairs.labels[:n].to(device) if self.pairs.labels is not None else None
+        z = self.pairs.noise[:n].to(device)
+        sigma = student.process.sigma_max
+        fake = student(sigma * z, sigma, student.cond_from_labels(labels)).clamp(-1, 1)
+        return torch.cat([self.pairs.x0[:n].to(device).clamp(-1, 1), fake]).cpu(), n
+
+
+def _ema(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def train_student(config: DistillConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
+                  trackers=None) -> dict:
+    """Train (or resume) a one-step student into ``run_dir``; the run's checkpoint/model is a model folder that
+    ``kakusan sample`` draws from with one network evaluation."""
+    check_run_folder(run_dir, resume, config.validate())
+    return TrainLoop(DistillObjective(config), config, run_dir, resume=resume, progress=progress,
+                     trackers=trackers).train()
+
+
+def resume_student(run_dir: str | Path, progress: bool = True, **changes) -> dict:
+    stored = Path(run_dir) / "train_config.json"
+    if not stored.is_file():
+        raise KakusanError(f"nothing to resume: {run_dir} has no train_config.json")
+    return train_student(DistillConfig.resumed(io.read_json(stored), changes), run_dir, resume=True,
+                         progress=progress)

@@ -18,7 +18,7 @@ import torch
 
 from kakusan.data import load_dataset
 from kakusan.diffusion import Denoiser, generate
-from kakusan.distill.pairs import _ema
+from kakusan.distill.pairs import ema_arg
 from kakusan.guidance import guide_from_spec
 from kakusan.metrics import evaluate, load_featurenet
 from kakusan.models import model_folder
@@ -54,9 +54,9 @@ def main():
     args = ap.parse_args()
 
     m = io.read_json(f"{args.pairs}/manifest.json")
-    teacher = Denoiser.from_pretrained(model_folder(m["teacher"]), ema=_ema(m["ema"]))
+    teacher = Denoiser.from_pretrained(model_folder(m["teacher"]), ema=ema_arg(m["ema"]))
     guided = guide_from_spec(teacher, m["guide"], m["guidance"], tuple(m["interval"]) if m["interval"] else None,
-                             _ema(m["guide_ema"]))
+                             ema_arg(m["guide_ema"]))
     net, real = load_featurenet(), load_dataset("mnist").images
     result = {"n": args.n, "pairs": args.pairs, "guide": m["guide"], "guidance": m["guidance"]}
     print(f"teacher {m['teacher']} (guide {m['guide']}, w {m['guidance']}), n = {args.n}")

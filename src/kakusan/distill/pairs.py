@@ -136,17 +136,18 @@ def regenerate(folder: str | Path, seed: int) -> dict[str, torch.Tensor]:
     i, offset = divmod(seed - manifest["seed"], manifest["shard_size"])
     if not 0 <= seed - manifest["seed"] < manifest["n"]:
         raise KakusanError(f"seed {seed} is not in pair set {folder}")
-    model = Denoiser.from_pretrained(model_folder(manifest["teacher"]), ema=_ema(manifest["ema"]))
+    model = Denoiser.from_pretrained(model_folder(manifest["teacher"]), ema=ema_arg(manifest["ema"]))
     if fingerprint(model) != manifest["teacher_fingerprint"]:
         raise KakusanError(f"the teacher {manifest['teacher']} is not the one that made {folder} (its weights differ)")
     make_denoise = guide_from_spec(model, manifest["guide"], manifest["guidance"],
                                    tuple(manifest["interval"]) if manifest["interval"] else None,
-                                   _ema(manifest["guide_ema"]))
+                                   ema_arg(manifest["guide_ema"]))
     shard = make_shard(model, manifest, i, make_denoise)
     return {k: v[offset] for k, v in shard.items()}
 
 
-def _ema(text: str):
+def ema_arg(text: str):
+    """An EMA option as stored in a manifest ("0.1", "auto", "raw") back to its value."""
     try:
         return float(text)
     except ValueError:

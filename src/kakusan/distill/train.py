@@ -22,7 +22,7 @@ from ..train import LoopConfig, TrainLoop
 from ..train.loop import check_run_folder
 from ..utils import io
 from .discriminator import Discriminator, discriminator_loss, generator_gan_loss
-from .pairs import fingerprint, load_pairs
+from .pairs import ema_arg, fingerprint, load_pairs
 from .perceptual import EnsembledPerceptualLoss
 
 LOSSES = ("perceptual", "mse")
@@ -74,7 +74,7 @@ class DistillObjective(DenoiserObjective):
         self.config = config.validate()
         self.pairs = load_pairs(config.pairs)
         m = self.pairs.manifest
-        teacher = Denoiser.from_pretrained(model_folder(m["teacher"]), ema=_ema(m["ema"]))
+        teacher = Denoiser.from_pretrained(model_folder(m["teacher"]), ema=ema_arg(m["ema"]))
         if fingerprint(teacher) != m["teacher_fingerprint"]:
             raise KakusanError(f"the teacher {m['teacher']} is not the one that made the pairs in {config.pairs} "
                                "(its weights differ)")
@@ -146,13 +146,6 @@ class DistillObjective(DenoiserObjective):
         sigma = student.process.sigma_max
         fake = student(sigma * z, sigma, student.cond_from_labels(labels)).clamp(-1, 1)
         return torch.cat([self.pairs.x0[:n].to(device).clamp(-1, 1), fake]).cpu(), n
-
-
-def _ema(text: str):
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def train_student(config: DistillConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,

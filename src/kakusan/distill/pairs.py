@@ -54,7 +54,8 @@ def read_shard(folder: Path, manifest: dict, i: int) -> dict[str, torch.Tensor]:
     """Shard i, checked against the manifest (a clear error for a missing, truncated or foreign shard)."""
     path = Path(folder) / shard_file(i)
     if not path.is_file():
-        raise KakusanError(f"pair set {folder} lacks {path.name}; finish it with `kakusan distill pairs` (same options)")
+        raise KakusanError(f"pair set {folder} lacks {path.name}; finish it with `kakusan distill pairs` "
+                           "(same options)")
     try:
         shard = io.load_tensors(path)
     except (SafetensorError, OSError) as e:
@@ -78,7 +79,8 @@ def settings(teacher: Denoiser, teacher_name: str, *, seed: int, sampler: str, s
             "steps": len(grid) - 1, "nfe": nfe_of(sampler, len(grid) - 1), "sigma_max": float(grid[0]),
             "guide": None if guide is None else str(guide), "guidance": guidance,
             "interval": list(interval) if interval else None, "guide_ema": str(guide_ema), "seed": seed,
-            "shard_size": shard_size, "batch_size": batch_size, "labels": "seed % num_classes (class-cycled)" if teacher.num_classes else None}
+            "shard_size": shard_size, "batch_size": batch_size,
+            "labels": "seed % num_classes (class-cycled)" if teacher.num_classes else None}
 
 
 def generate_pairs(teacher: str | Path, out: str | Path, *, n: int, seed: int = 0, sampler: str = "heun",

@@ -82,7 +82,8 @@ class DistillObjective(DenoiserObjective):
                               {**teacher.info, "teacher": m["teacher"], "pairs": str(config.pairs),
                                "pair_manifest": m})
         if abs(self.model.process.sigma_max - m["sigma_max"]) > 1e-6:
-            raise KakusanError(f"the pairs start at sigma {m['sigma_max']}, the student at {self.model.process.sigma_max}")
+            raise KakusanError(f"the pairs start at sigma {m['sigma_max']}, "
+                               f"the student at {self.model.process.sigma_max}")
         self.recon = EnsembledPerceptualLoss(l1=config.l1) if config.loss == "perceptual" else None
         betas = tuple(config.adam_betas)
         self.modules = {"model": self.model}

@@ -192,7 +192,6 @@ def distill_config(pair_set, **kw):
 
 
 def test_distil_train_n_steps_equals_half_plus_resume_plus_half(pair_set, tmp_path, monkeypatch):
-    from kakusan.distill import perceptual
     from kakusan.distill.train import resume_student, train_student
     from kakusan.utils import io
 

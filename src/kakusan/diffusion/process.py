@@ -200,6 +200,7 @@ class OneStep(ForwardProcess):
 
     def __init__(self, base: ForwardProcess | dict):
         self.base = process_from_config(base) if isinstance(base, dict) else base
+        self.sigma_max = float(self.base.sampling_grid("heun", 1)[0])  # the base's largest noise level
 
     def sample_t(self, batch, generator=None, device=None):
         return torch.full((batch,), self.sigma_max, device=device)
@@ -212,10 +213,6 @@ class OneStep(ForwardProcess):
 
     def precondition(self, t):
         return self.base.precondition(t)
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.base.sampling_grid("heun", 1)[0])
 
     def sampler(self, name):
         from .samplers import sample_euler

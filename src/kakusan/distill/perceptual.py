@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import KakusanError
-from ..utils import io
 
 SHIPPED = Path(__file__).resolve().parent.parent / "zoo" / "perceptual-mnist"
 WEIGHTS_FILE = "perceptual.safetensors"
@@ -54,12 +53,10 @@ class PerceptualNet(nn.Module):
 
 def load_perceptual(path: str | Path | None = None) -> PerceptualNet:
     """The shipped perceptual network (or one at ``path``), frozen, in eval mode."""
-    folder = Path(path) if path else SHIPPED
-    if not (folder / WEIGHTS_FILE).is_file():
-        raise KakusanError(f"no perceptual network at {folder} (train one: kakusan distill train-perceptual)")
-    net = PerceptualNet()
-    net.load_state_dict(io.load_tensors(folder / WEIGHTS_FILE))
-    return net.eval().requires_grad_(False)
+    from ..metrics.featurenet import load_trained
+
+    return load_trained(PerceptualNet(), Path(path) if path else SHIPPED, WEIGHTS_FILE,
+                        "kakusan distill train-perceptual").requires_grad_(False)
 
 
 def random_transform(n: int, generator: torch.Generator | None, *, translate: float = 0.125, scale: float = 0.2,

@@ -147,11 +147,15 @@ def train_featurenet(out: str | Path, *, seed: int = 0, epochs: int = 30, progre
     return {**card, "features": FeatureNet.num_features}
 
 
+def load_trained(net: nn.Module, folder: Path, weights_file: str, how_to_train: str) -> nn.Module:
+    """``net`` with the weights of a folder written by :func:`train_classifier`, in eval mode."""
+    if not (folder / weights_file).is_file():
+        raise KakusanError(f"no trained network at {folder} (train one: {how_to_train})")
+    net.load_state_dict(io.load_tensors(folder / weights_file))
+    return net.eval()
+
+
 def load_featurenet(path: str | Path | None = None) -> FeatureNet:
     """The shipped evaluation network (or one at ``path``), in eval mode."""
-    folder = Path(path) if path else SHIPPED
-    if not (folder / WEIGHTS_FILE).is_file():
-        raise KakusanError(f"no evaluation network at {folder} (train one: kakusan metrics train-featurenet)")
-    net = FeatureNet()
-    net.load_state_dict(io.load_tensors(folder / WEIGHTS_FILE))
-    return net.eval()
+    return load_trained(FeatureNet(), Path(path) if path else SHIPPED, WEIGHTS_FILE,
+                        "kakusan metrics train-featurenet")

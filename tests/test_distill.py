@@ -230,6 +230,23 @@ def test_a_student_samples_with_one_evaluation_and_refuses_multi_step_samplers(p
     assert r.exit_code == 0 and '"nfe": 1' in r.output
 
 
+def test_a_student_starts_from_another_students_weights_and_nothing_else(pair_set, teacher, tmp_path):
+    from PIL import Image
+
+    from kakusan.distill.train import DistillObjective, train_student
+
+    train_student(distill_config(pair_set, gan_weight=0, kimg=0.008), tmp_path / "s", progress=False)
+    grid = Image.open(sorted((tmp_path / "s" / "samples").glob("*.png"))[-1])
+    assert grid.width > 2 * (8 * 18 + 2)  # 8 pairs per row, 2x, plus the margin that names teacher and student rows
+    first = Denoiser.from_pretrained(tmp_path / "s")
+    started = DistillObjective(distill_config(pair_set, init=str(tmp_path / "s"))).model
+    assert all(torch.equal(a, b) for a, b in zip(first.net.state_dict().values(), started.net.state_dict().values()))
+    teacher_state = Denoiser.from_pretrained(teacher).net.state_dict()
+    assert any(not torch.equal(v, teacher_state[k]) for k, v in first.net.state_dict().items())  # it moved away
+    with pytest.raises(KakusanError, match="not a one-step student"):
+        DistillObjective(distill_config(pair_set, init=str(teacher)))
+
+
 def test_pairs_of_another_teacher_are_refused(pair_set, teacher, tmp_path):
     import shutil
 

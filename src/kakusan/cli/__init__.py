@@ -338,6 +338,10 @@ from .distill import distill_app  # noqa: E402  (its commands use the helpers ab
 
 app.add_typer(distill_app, name="distill")
 
+from .segment import segment  # noqa: E402
+
+app.command("segment")(segment)
+
 
 def main():  # pragma: no cover
     app(prog_name="kakusan")

@@ -70,6 +70,10 @@ def distill_train(
     batch_size: Optional[int] = typer.Option(None, help="Pairs per step [32]."),
     lr: Optional[float] = typer.Option(None, help="Student learning rate [2e-5]."),
     lr_disc: Optional[float] = typer.Option(None, help="Discriminator learning rate [2e-4]."),
+    lr_decay_kimg: Optional[float] = typer.Option(None, help="Inverse-sqrt decay of both rates after N kimg "
+                                                  "[none: constant]."),
+    init: Optional[Path] = typer.Option(None, help="Start the student from this student's weights (same teacher), "
+                                        "e.g. a perceptual-only run before adding the GAN [the teacher's]."),
     seed: Optional[int] = typer.Option(None, help="Seed of the pair order and augmentations [0]."),
     sample_kimg: Optional[float] = typer.Option(None, help="Teacher / student grid every N kimg [2]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
@@ -81,7 +85,8 @@ def distill_train(
     given = {k: v for k, v in dict(
         pairs=str(pairs) if pairs else None, loss=loss, l1=l1, gan_weight=gan_weight, r1_gamma=r1_gamma,
         mix_and_match=mix_and_match, disc_z=disc_z, kimg=kimg, minutes=minutes, batch_size=batch_size, lr=lr,
-        lr_disc=lr_disc, seed=seed, sample_kimg=sample_kimg).items() if v is not None}
+        lr_disc=lr_disc, lr_decay_kimg=lr_decay_kimg, init=str(init) if init else None, seed=seed,
+        sample_kimg=sample_kimg).items() if v is not None}
 
     def go():
         if resume:

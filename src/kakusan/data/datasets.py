@@ -19,6 +19,8 @@ class ImageDataset:
     images: torch.Tensor  # (N, C, H, W) float32 in [-1, 1]
     labels: torch.Tensor | None = None  # (N,) int64
     class_names: list[str] = field(default_factory=list)
+    tokens: torch.Tensor | None = None  # (N, L) int64: a token sentence per image (its condition), if not its label
+    segments: torch.Tensor | None = None  # (N, H, W) uint8: ground-truth segment ids, where a data set knows them
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -99,8 +101,20 @@ def _mnist_part(part: int):
     return load
 
 
+def _scenes(part: int, n: int):
+    def load(image_size: int = 32) -> ImageDataset:
+        from .scenes import make_scenes
+
+        ds = make_scenes(_mnist_part(part)(), n, seed=part, canvas=image_size)
+        ds.name = ("digit-scenes", "digit-scenes-heldout")[part]
+        return ds
+    load.__doc__ = (f"{n:,} digit scenes (:mod:`kakusan.data.scenes`) of the {('training', 'held-out')[part]} "
+                    f"digits of :func:`mnist_split`, seed {part}; canvas = image size (48 recommended).")
+    return load
+
+
 BUILTIN = {"mnist": load_mnist, "mnist-train": _mnist_part(0), "mnist-heldout": _mnist_part(1),
-           "digits": load_digits}
+           "digits": load_digits, "digit-scenes": _scenes(0, 10_000), "digit-scenes-heldout": _scenes(1, 1_000)}
 
 
 def _read_image(path: Path, channels: int) -> np.ndarray:

@@ -23,13 +23,15 @@ def ddpm_betas(schedule: str, num_steps: int = 1000, beta_start: float = 1e-4, b
     """beta_1..beta_T in float64."""
     if schedule == "linear":
         return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    if schedule == "scaled_linear":  # Stable Diffusion's: linear in sqrt(beta)
+        return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, num_steps, dtype=torch.float64) ** 2
     if schedule == "cosine":
         s = 0.008
         steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
         f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         alpha_bar = f / f[0]
         return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-    raise KakusanError(f"unknown beta schedule {schedule!r} (choose 'linear' or 'cosine')")
+    raise KakusanError(f"unknown beta schedule {schedule!r} (choose 'linear', 'scaled_linear' or 'cosine')")
 
 
 def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,9 @@ def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
     process = build_process(config, data)
     cond = config.cond
     if cond == "auto":
-        cond = "class" if data.labels is not None and process.conditional_by_default else "none"
-    if cond in ("class", "tokens") and data.labels is None:
+        cond = ("none" if not process.conditional_by_default else "tokens" if data.tokens is not None
+                else "class" if data.labels is not None else "none")
+    if (cond == "class" and data.labels is None) or (cond == "tokens" and data.labels is None and data.tokens is None):
         raise KakusanError(f"cond {cond!r} needs labels, but data set {data.name!r} has none "
                            "(put the images in one sub-folder per class)")
     net = NetConfig(preset=config.preset, image_size=data.image_size, channels=data.channels, cond_type=cond,
@@ -48,6 +49,13 @@ def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
                     vocab_size=token_vocab_size(data.num_classes) if cond == "tokens" else 0,
                     time_conditioning=config.time_conditioning)
     return Denoiser.create(net, process, {"data": data.name, "class_names": data.class_names})
+
+
+def condition_of(model: Denoiser, data: ImageDataset, idx, device=None):
+    """The condition of images ``idx``: their token sentences where the data set has them, else their labels'."""
+    if data.tokens is not None and model.net.cond_type == "tokens":
+        return data.tokens[idx].to(device)
+    return model.cond_from_labels(data.labels[idx].to(device) if data.labels is not None else None)
 
 
 def drop_condition(model: Denoiser, cond, p: float, generator: torch.Generator):
@@ -118,9 +126,9 @@ class DiffusionObjective(DenoiserObjective):
         x0 = self.data.images[idx].to(device)
         if self.config.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        labels = self.data.labels[idx].to(device) if self.data.labels is not None else None
         generator = loop.generator
-        cond = drop_condition(self.model, self.model.cond_from_labels(labels), self.config.label_dropout, generator)
+        cond = drop_condition(self.model, condition_of(self.model, self.data, idx, device), self.config.label_dropout,
+                              generator)
         loss = self.loss(x0, cond, generator)
         grad_norm = loop.optimize("model", loss, self.net.parameters())
         return {"loss": loss.item(), "grad_norm": grad_norm}
@@ -137,7 +145,9 @@ class DiffusionObjective(DenoiserObjective):
         n, labelled = self.config.sample_grid, self.data.labels is not None
         labels = torch.arange(n) % max(self.data.num_classes, 1) if labelled else None
         if viewer.process.generative:
-            images = generate(viewer, range(n), cond=viewer.cond_from_labels(labels), steps=PREVIEW_STEPS,
+            cond = (condition_of(viewer, self.data, torch.arange(min(n, len(self.data))))
+                    if self.data.tokens is not None else viewer.cond_from_labels(labels))
+            images = generate(viewer, range(len(cond) if cond is not None else n), cond=cond, steps=PREVIEW_STEPS,
                               progress=False)
         else:  # a restorer: restore held images of every class
             images = restoration_preview(viewer, self.data.images[::max(1, len(self.data) // n)][:n])

@@ -16,6 +16,7 @@ import torch
 from .. import KakusanError
 from ..diffusion.denoiser import Denoiser, preconditioned
 from ..diffusion.process import OneStep
+from ..diffusion.samplers import nfe_of
 from ..diffusion.training import DenoiserObjective
 from ..models import model_folder
 from ..train import LoopConfig, TrainLoop
@@ -31,6 +32,7 @@ LOSSES = ("perceptual", "mse")
 @dataclass
 class DistillConfig(LoopConfig):
     pairs: str = ""  # the pair-set folder (it names its teacher)
+    init: str = ""  # start the student from this student's weights (same teacher), e.g. a perceptual-only run
     loss: str = "perceptual"  # perceptual | mse
     l1: float = 0.0  # weight of an L1 term beside the perceptual loss
     gan_weight: float = 0.05  # weight of the discriminator's loss for the student; 0: no discriminator
@@ -81,6 +83,8 @@ class DistillObjective(DenoiserObjective):
         self.model = Denoiser(copy.deepcopy(teacher.net), OneStep(teacher.process),
                               {**teacher.info, "teacher": m["teacher"], "pairs": str(config.pairs),
                                "pair_manifest": m})
+        if config.init:
+            self.model.net.load_state_dict(self.initial_weights(config.init, m["teacher"]))
         if abs(self.model.process.sigma_max - m["sigma_max"]) > 1e-6:
             raise KakusanError(f"the pairs start at sigma {m['sigma_max']}, "
                                f"the student at {self.model.process.sigma_max}")
@@ -95,6 +99,14 @@ class DistillObjective(DenoiserObjective):
             self.modules["disc"] = self.disc
             self.optimizers["disc"] = torch.optim.Adam(self.disc.parameters(), lr=config.lr_disc, betas=betas)
         self.num_classes = teacher.num_classes
+
+    def initial_weights(self, init: str, teacher: str) -> dict:
+        start = Denoiser.from_pretrained(model_folder(init))
+        if not isinstance(start.process, OneStep) or start.info.get("teacher") != teacher:
+            raise KakusanError(f"--init {init} is not a one-step student of {teacher}")
+        if start.net.config.to_dict() != self.model.net.config.to_dict():
+            raise KakusanError(f"--init {init} has another architecture than the teacher {teacher}")
+        return start.net.state_dict()
 
     def prepare(self, accel):
         super().prepare(accel)
@@ -146,7 +158,10 @@ class DistillObjective(DenoiserObjective):
         z = self.pairs.noise[:n].to(device)
         sigma = student.process.sigma_max
         fake = student(sigma * z, sigma, student.cond_from_labels(labels)).clamp(-1, 1)
-        return torch.cat([self.pairs.x0[:n].to(device).clamp(-1, 1), fake]).cpu(), n
+        m = self.pairs.manifest
+        rows = [f"teacher: {m['sampler']}, {nfe_of(m['sampler'], m['steps'])} NFE, w {m['guidance']:g}",
+                "student: 1 NFE (longest EMA)"]
+        return torch.cat([self.pairs.x0[:n].to(device).clamp(-1, 1), fake]).cpu(), n, rows
 
 
 def train_student(config: DistillConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,

@@ -63,6 +63,15 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(fid.compute())
 
 
+def fd_bootstrap_std(real: torch.Tensor, fake: torch.Tensor, reps: int = 100, seed: int = 0) -> float:
+    """Standard deviation of the FD over ``reps`` resamplings (with replacement) of the sample features: the spread
+    that another draw of as many samples would show (Efron's bootstrap)."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.tensor([frechet_distance(real, fake[torch.randint(len(fake), (len(fake),), generator=g)])
+                           for _ in range(reps)])
+    return float(values.std())
+
+
 def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, seed: int = 0) -> tuple[float, float]:
     """KID mean and std over random subsets of half the smaller set (polynomial kernel of degree 3)."""
     size = max(2, min(len(real), len(fake)) // 2)
@@ -104,11 +113,12 @@ def disjoint_halves(n_real: int, n: int, seed: int = 0) -> tuple[torch.Tensor, t
 
 
 def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None = None,
-             n: int | None = None, seed: int = 0) -> dict:
+             n: int | None = None, seed: int = 0, bootstrap: int = 0) -> dict:
     """Score ``samples`` against ``real`` images with the real-vs-real floor at the same sample count.
 
     The real images are split at random into two disjoint sets A and B of n images each (n = number of samples, or
-    ``n``); the score compares the samples with B, the floor compares A with B."""
+    ``n``); the score compares the samples with B, the floor compares A with B. ``bootstrap`` > 0 adds ``fd_std``,
+    the FD's bootstrap spread over that many resamplings of the samples."""
     n = min(n or len(samples), len(samples))
     if len(real) < 2 * n:
         raise KakusanError(f"the floor needs 2 x {n} real images but the reference has {len(real)}; "
@@ -124,6 +134,8 @@ def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: 
     f_b, _ = extract(net, real_b)
     result = {"n": n, **scores(f_b, f_fake), "floor": scores(f_b, f_a)}
     result["fd_over_floor"] = result["fd"] / max(result["floor"]["fd"], 1e-12)
+    if bootstrap:
+        result["fd_std"] = fd_bootstrap_std(f_b, f_fake, bootstrap, seed)
     if labels is not None and logits is not None:
         result["class_acc"] = float((logits.argmax(1) == labels[:n].to(logits.device)).float().mean())
     return result

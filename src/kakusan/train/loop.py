@@ -91,8 +91,8 @@ class Objective:
         """One optimisation step on global batch ``loop.step``; returns numbers to log (e.g. the loss)."""
         raise NotImplementedError
 
-    def preview(self, ema_weights: dict | None) -> tuple[torch.Tensor, int | None] | None:
-        """(images, images per row) for the periodic grid, or None."""
+    def preview(self, ema_weights: dict | None) -> tuple | None:
+        """(images, images per row[, one label per row]) for the periodic grid, or None."""
         return None
 
     def write_model(self, folder: Path, ema_weights: dict | None, raw: bool = True, info: dict | None = None) -> None:
@@ -327,6 +327,7 @@ class TrainLoop:
         with torch.random.fork_rng():
             shown = self.objective.preview(self._ema_state())
         if shown is not None:
-            images, nrow = shown
-            save_grid(images, self.run_dir / "samples" / f"kimg-{self.images_seen / 1000:06.1f}.png", nrow=nrow)
+            images, nrow, *labels = shown
+            save_grid(images, self.run_dir / "samples" / f"kimg-{self.images_seen / 1000:06.1f}.png", nrow=nrow,
+                      row_labels=labels[0] if labels else None)
         self.preview_seconds = time.time() - t0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from .io import write_bytes
 
@@ -40,13 +40,48 @@ def _write_png(img: Image.Image, path: Path) -> None:
     write_bytes(buf.getvalue(), path)
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> Path:
-    """A grid of images (``nrow`` per row), upscaled ``scale``x with nearest neighbours so small images stay crisp."""
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2,
+              row_labels: list[str] | None = None, col_labels: list[str] | None = None) -> Path:
+    """A grid of images (``nrow`` per row), upscaled ``scale``x with nearest neighbours so small images stay crisp;
+    ``row_labels`` / ``col_labels`` name each row in a left margin / each column in a top margin (so the picture reads
+    without the docs)."""
     img = _pil(grid_array(images, nrow))
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    if row_labels:
+        img = _label_rows(img.convert("RGB"), row_labels)
+    if col_labels:
+        img = _label_columns(img.convert("RGB"), col_labels, left=img.width - _grid_width(images, nrow, scale))
     _write_png(img, Path(path))
     return Path(path)
+
+
+def _grid_width(images: torch.Tensor, nrow: int | None, scale: int) -> int:
+    n, w = images.shape[0], images.shape[-1]
+    nrow = nrow or math.ceil(math.sqrt(n))
+    return (nrow * (w + 2) + 2) * max(scale, 1)
+
+
+def _label_columns(img: Image.Image, labels: list[str], left: int = 0, size: int = 14) -> Image.Image:
+    font = ImageFont.load_default(size)
+    out = Image.new("RGB", (img.width, img.height + size + 10), "white")
+    out.paste(img, (0, size + 10))
+    draw, width = ImageDraw.Draw(out), (img.width - left) / len(labels)
+    for i, text in enumerate(labels):
+        draw.text((left + (i + 0.5) * width, (size + 10) / 2), text, fill="black", font=font, anchor="mm")
+    return out
+
+
+def _label_rows(img: Image.Image, labels: list[str], size: int = 14) -> Image.Image:
+    font = ImageFont.load_default(size)
+    draw = ImageDraw.Draw(img)
+    margin = 12 + max(int(draw.textlength(text, font=font)) for text in labels)
+    out = Image.new("RGB", (img.width + margin, img.height), "white")
+    out.paste(img, (margin, 0))
+    draw, row_height = ImageDraw.Draw(out), img.height / len(labels)
+    for i, text in enumerate(labels):
+        draw.text((6, (i + 0.5) * row_height), text, fill="black", font=font, anchor="lm")
+    return out
 
 
 def save_pngs(images: torch.Tensor, folder: str | Path, names: list[str]) -> list[Path]:

@@ -1,0 +1,188 @@
+"""EmerDiff: modulation, attention replay, label maps, the SD-layout path, mIoU and the digit-scenes testbed."""
+import numpy as np
+import pytest
+import torch
+
+from kakusan import KakusanError
+from kakusan.diffusion import Denoiser
+from kakusan.diffusion.process import EDMProcess
+from kakusan.nets import UNetConfig
+from kakusan.segment import EmerDiffSettings, Probe, matched_iou, probed, segment_image
+from kakusan.segment.emerdiff import denoise_run
+
+SMALL = dict(k=3, steps=2, t_m=281)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Denoiser.create(UNetConfig(preset="xs", image_size=16, cond_type="tokens", vocab_size=12),
+                           EDMProcess()).eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    g = torch.Generator().manual_seed(1)
+    x = torch.full((1, 16, 16), -1.0)
+    x[:, 2:8, 3:9], x[:, 9:14, 8:15] = 1.0, 0.3
+    return (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+
+
+def test_with_lambda_zero_every_difference_map_is_zero(model, image):
+    r = segment_image(model, image, None, EmerDiffSettings(lam=0.0, **SMALL))
+    assert r["diffs"].shape == (3, 16, 16) and r["diffs"].abs().max() < 1e-6
+    r = segment_image(model, image, None, EmerDiffSettings(lam=10.0, **SMALL))
+    assert r["diffs"].abs().max() > 1e-3  # so the zero above is the modulation's absence, not a dead pipeline
+
+
+def test_the_label_map_partitions_the_image_into_at_most_k_segments_and_is_deterministic(model, image):
+    r = segment_image(model, image, None, EmerDiffSettings(**SMALL))
+    assert r["labels"].shape == (16, 16) and r["labels"].dtype == torch.long
+    assert set(r["labels"].unique().tolist()) <= {0, 1, 2} and r["kmeans"].shape == (4, 4)
+    assert r["naive"].shape == (16, 16)
+    again = segment_image(model, image, None, EmerDiffSettings(**SMALL))
+    assert torch.equal(r["labels"], again["labels"]) and torch.equal(r["diffs"], again["diffs"])
+
+
+def _layer_outputs(model, x, sigma, cond, probe):
+    """Every attention layer's output of one network call under ``probe`` (forward hooks on the modules)."""
+    unet, outs, handles = model.net.unet, {}, []
+    for name in [k[:-len(".processor")] for k in unet.attn_processors]:
+        handles.append(unet.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: outs.__setitem__(name, o.detach().clone())))
+    try:
+        with probed(unet, probe):
+            model(x, sigma, cond)
+    finally:
+        for h in handles:
+            h.remove()
+    return outs
+
+
+def test_modulation_adds_c_m_at_the_chosen_layer_only_and_upstream_layers_are_untouched(model):
+    unet = model.net.unet
+    layers = [k[:-len(".processor")] for k in unet.attn_processors]
+    target = "up_blocks.0.attentions.1.transformer_blocks.0.attn2"
+    x, sigma, cond = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(3)), 0.8, None
+    record = Probe(record=True)
+    plain = _layer_outputs(model, x, sigma, cond, record)
+    mask = (torch.arange(16) % 3 == 0).float()  # the 4 x 4 layer has 16 tokens
+    mod = torch.stack([10 * mask, -10 * mask])
+    changed = _layer_outputs(model, x, sigma, cond, Probe(maps=record.maps, mod_layer=target, mod=mod))
+    i = layers.index(target)
+    for name in layers[:i]:
+        assert torch.equal(plain[name], changed[name]), name
+    assert torch.allclose(changed[target] - plain[target], mod[:, :, None].expand_as(plain[target]), atol=1e-5)
+    assert not torch.allclose(changed[layers[i + 1]], plain[layers[i + 1]])  # the downstream effect exists
+
+
+def test_replayed_attention_maps_equal_the_recorded_ones(model, image):
+    x = image[None] + 0.5 * torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(4))
+    grid = torch.tensor([0.5, 0.1, 0.0])
+    probe = Probe(record=True)
+    with probed(model.net.unet, probe):
+        denoise_run(model, x, None, grid, probe)
+        recorded = probe.maps
+        probe.record, probe.replay, probe.trace = False, True, []
+        probe.mod_layer = "up_blocks.0.attentions.0.transformer_blocks.0.attn2"
+        probe.mod = 10 * torch.ones(3, 16)
+        denoise_run(model, x.expand(3, -1, -1, -1) + 0.3, None, grid, probe)  # other inputs: maps would differ
+    assert len(probe.trace) == sum(len(m) for m in recorded) > 0
+    for call, name, used in probe.trace:
+        stored = recorded[call][name]
+        assert torch.equal(used, stored[None].expand(3, -1, -1, -1).reshape(-1, *stored.shape[1:]))
+
+
+def test_matched_iou_ignores_label_names_and_penalises_merges():
+    gt = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]])
+    assert matched_iou(gt, gt) == 1.0
+    assert matched_iou((gt + 1) % 3, gt) == 1.0  # segments carry no names
+    merged = torch.where(gt == 1, 0, gt)  # segments 0 and 1 predicted as one: IoU 0.5 for one, 0 for the other
+    assert matched_iou(merged, gt) == pytest.approx((0.5 + 0 + 1) / 3)
+
+
+def test_digit_scenes_are_deterministic_with_segments_from_the_strokes():
+    from kakusan.data import load_dataset
+    from kakusan.data.scenes import make_scenes, scene_words
+
+    pool = load_dataset("mnist-heldout")
+    a, b = make_scenes(pool, 6, seed=3), make_scenes(pool, 8, seed=3)
+    assert torch.equal(a.images, b.images[:6]) and torch.equal(a.segments, b.segments[:6])
+    assert a.images.shape == (6, 1, 48, 48) and a.tokens.shape == (6, 5)
+    for img, seg, tok in zip(a.images, a.segments, a.tokens):
+        words = scene_words(tok)
+        assert 2 <= len(words) <= 4 and int(seg.max()) == len(words)
+        assert bool((img[0][seg == 0] <= 0).all()) and bool((img[0][seg > 0] > 0).all())
+
+
+def test_bad_input_is_refused_in_one_line(model, image, tmp_path):
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+    from kakusan.utils.images import save_pngs
+
+    with pytest.raises(KakusanError, match="k must be >= 2"):
+        segment_image(model, image, None, EmerDiffSettings(k=1))
+    with pytest.raises(KakusanError, match="outside the schedule"):
+        segment_image(model, image, None, EmerDiffSettings(t_m=1000))
+    with pytest.raises(KakusanError, match="needs \\(1, H, W\\)"):
+        segment_image(model, image.expand(3, -1, -1), None, EmerDiffSettings(**SMALL))
+    save_pngs(image[None], tmp_path, ["digit"])
+    r = CliRunner().invoke(app, ["segment", str(tmp_path / "digit.png"), "--model", "mnist-s", "--out",
+                                 str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == 2 and "no cross-attention" in r.output and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(app, ["segment", str(tmp_path / "nope.png"), "--model", "mnist-s", "--out",
+                                 str(tmp_path / "o2"), "--no-progress"])
+    assert r.exit_code == 2 and "no such image" in r.output
+
+
+def test_a_stable_diffusion_folder_segments_photos_through_the_cli(tmp_path):
+    """A tiny random-weight SD 1.x model in diffusers' layout (unet/, vae/, scheduler/): the whole pipeline, offline,
+    with the latent decode step (label maps at pixel size, 4x the latent)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+    from kakusan.utils import io
+
+    torch.manual_seed(0)
+    sd = tmp_path / "sd"
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                         layers_per_block=1, cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).save_pretrained(sd / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 32),
+                  down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                  norm_num_groups=8, sample_size=32).save_pretrained(sd / "vae")
+    io.write_json({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+                   "num_train_timesteps": 1000, "prediction_type": "epsilon"}, sd / "scheduler" / "scheduler_config.json")
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    run = lambda out: CliRunner().invoke(app, ["segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"),  # noqa
+                                              "--sd", str(sd), "--out", str(out), "--k", "3", "--steps", "2",
+                                              "--no-progress"])
+    r = run(tmp_path / "o1")
+    assert r.exit_code == 0, r.output
+    labels = np.load(tmp_path / "o1" / "a.labels.npy")
+    assert labels.shape == (32, 32) and labels.max() < 3  # pixels (8 x 8 latent x 4), not latent positions
+    for name in ("a.labels.png", "a.overlay.png", "b.labels.npy", "segment.json"):
+        assert (tmp_path / "o1" / name).is_file()
+    assert "up_blocks.1.attentions.0" in io.read_json(tmp_path / "o1" / "segment.json")["feature_layer"]
+    assert run(tmp_path / "o2").exit_code == 0
+    assert np.array_equal(labels, np.load(tmp_path / "o2" / "a.labels.npy"))  # deterministic
+    r = run(tmp_path / "o1")
+    assert r.exit_code == 2 and "not empty" in r.output  # an earlier result is never overwritten
+
+
+def test_a_token_model_trains_on_digit_scenes_with_their_sentences(tmp_path):
+    from kakusan.diffusion.training import Trainer
+    from kakusan.train import TrainConfig
+
+    trainer = Trainer(TrainConfig(data="digit-scenes", image_size=16, preset="xs", kimg=0.032, batch_size=16,
+                                  sample_kimg=1, sample_grid=4), tmp_path / "run", progress=False)
+    assert trainer.objective.model.net.cond_type == "tokens" and trainer.objective.data.tokens.shape[1] == 5
+    trainer.train()
+    model = Denoiser.from_pretrained(tmp_path / "run")
+    assert model.net.config.vocab_size == 12 and list((tmp_path / "run" / "samples").glob("*.png"))

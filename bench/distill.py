@@ -33,7 +33,8 @@ from kakusan.utils.images import save_grid
 SEED0 = 1_000_000
 FEW_STEP = {1: [("euler", 1)], 2: [("euler", 2), ("dpmpp2m", 2)], 4: [("euler", 4), ("dpmpp2m", 4)]}
 # Heun spends 2N - 1 evaluations: N = 1 is Euler, N = 2 costs 3; so at 4 NFE it is not on the list (3 is, below 4)
-STUDENTS = {"mse": "MSE", "lpips": "ensembled perceptual", "gan": "perceptual + GAN"}
+STUDENTS = {"mse": "MSE", "lpips": "ensembled perceptual", "gan": "perceptual + GAN",
+            "lpips_long": "perceptual, as long as + GAN", "gan_w002": "perceptual + GAN, weight 0.02"}
 KEYS = ("fd", "kid", "precision", "recall", "class_acc")
 
 
@@ -75,7 +76,7 @@ def main():
     guided = guide_from_spec(teacher, m["guide"], m["guidance"], tuple(m["interval"]) if m["interval"] else None,
                              ema_arg(m["guide_ema"]))
     net, real = load_featurenet(), load_dataset("mnist").images
-    result = {"n": args.n, "pairs": args.pairs, "student_ema": args.student_ema, "guide": m["guide"], "guidance": m["guidance"]}
+    result = {"n": args.n, "pairs": args.pairs, "students_weights": args.student_ema, "guide": m["guide"], "guidance": m["guidance"]}
     print(f"teacher {m['teacher']} (guide {m['guide']}, w {m['guidance']}), n = {args.n}")
     result["teacher35"] = score(teacher, guided, "heun", 18, args.n, net, real)
     if (m["sampler"], m["steps"]) != ("heun", 18):
@@ -84,13 +85,18 @@ def main():
         rows = [score(teacher, guided, s, steps, args.n, net, real) for s, steps in FEW_STEP[nfe]]
         result[f"teacher{nfe}"] = min(rows, key=lambda r: r["fd"])
     extra = dict(item.split("=", 1) for item in args.extra)
-    STUDENTS.update({name: name for name in extra})
+    STUDENTS.update({name: name for name in extra if name not in STUDENTS})
     for name, path in [(name, getattr(args, name)) for name in ("mse", "lpips", "gan")] + list(extra.items()):
         if path:
             print(f"student ({name}): {path}")
             student = Denoiser.from_pretrained(model_folder(path), ema=ema_arg(args.student_ema))
             result[f"student_{name}"] = score(student, None, "onestep", 1, args.n, net, real)
     result["floor_fd"] = result["teacher35"]["floor_fd"]
+    who = f"teacher ({m['guide'] or 'unguided'}, w {m['guidance']:g}), "
+    figure = {f"{'student, ' + STUDENTS[key[8:]] if key.startswith('student') else who + row['solver']}, "
+              f"{row['nfe']} NFE": row.pop("images") for key, row in result.items() if isinstance(row, dict)}
+    if args.figure:
+        save_grid(torch.cat(list(figure.values())), args.figure, nrow=10, row_labels=list(figure))
     students = [k for k in result if k.startswith("student_")]
     best = "student_gan" if "student_gan" in students else min(students, key=lambda k: result[k]["fd"], default=None)
     if best and args.match:
@@ -106,11 +112,6 @@ def main():
         else:
             result["teacher_match"] = {"student": best, "none_up_to_nfe": args.match.split(",")[-1],
                                        "last": row}
-    who = f"teacher ({m['guide'] or 'unguided'}, w {m['guidance']:g}), "
-    figure = {f"{'student, ' + STUDENTS[key[8:]] if key.startswith('student') else who + row['solver']}, "
-              f"{row['nfe']} NFE": row.pop("images") for key, row in result.items() if isinstance(row, dict)}
-    if args.figure:
-        save_grid(torch.cat(list(figure.values())), args.figure, nrow=10, row_labels=list(figure))
     print(json.dumps(result))
 
 

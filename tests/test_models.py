@@ -93,3 +93,9 @@ def test_export_keeps_only_the_chosen_emas_and_samples_the_same(tmp_path):
         export_model(tmp_path / "m", tmp_path / "other", emas=[0.2])
     with pytest.raises(KakusanError, match="no raw weights"):
         Denoiser.from_pretrained(tmp_path / "small", ema="raw")
+    export_model(tmp_path / "m", tmp_path / "raw", emas=[], raw=True, card={"command": "kakusan distill ..."})
+    raw = Denoiser.from_pretrained(tmp_path / "raw")
+    assert raw.info["weights"] == "raw" and describe(tmp_path / "raw")["weights"]["sets"] == ["raw"]
+    assert all(torch.equal(v, raw.net.state_dict()[k]) for k, v in model.net.state_dict().items())
+    with pytest.raises(KakusanError, match="holds no raw weights"):
+        export_model(tmp_path / "small", tmp_path / "other", emas=[], raw=True)

@@ -38,10 +38,10 @@ def describe(model: str | Path) -> dict:
     }
 
 
-def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None = None,
+def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None = None, raw: bool = False,
                  card: dict | None = None) -> Path:
-    """A compact, shippable copy of a model: config and the chosen EMA weight sets (no raw weights, no optimizer),
-    with ``card.json`` describing how it was made."""
+    """A compact, shippable copy of a model: config and the chosen EMA weight sets (``raw``: the raw weights as well,
+    or alone with ``emas=[]``; never an optimizer), with ``card.json`` describing how it was made."""
     dst = Path(dst)
     if dst.exists():
         raise KakusanError(f"{dst} already exists; remove it first or choose another output (nothing was touched)")
@@ -49,17 +49,21 @@ def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None =
     stored = config.get("ema_stds", [])
     emas = stored if emas is None else emas
     missing = [e for e in emas if not any(abs(e - s) < 1e-9 for s in stored)]
-    if missing or not emas:
+    if missing or not (emas or raw):
         raise KakusanError(f"{folder} has EMA lengths {stored}; cannot export {missing or 'none'}")
+    if raw and RAW not in config["weights"]["sets"]:
+        raise KakusanError(f"{folder} holds no raw weights (it has {', '.join(config['weights']['sets'])})")
     model = Denoiser.from_pretrained(folder)
     default = config["weights"]["default"]
     sets = {ema_variant(e): model.read_weights(folder, ema_variant(e), default) for e in emas}
+    if raw:
+        sets[RAW] = model.read_weights(folder, RAW, default)
     staging = io.staging_folder(dst)
     model.write_weight_sets(staging, sets)
     run = next((p for p in folder.parents if (p / "metrics.jsonl").is_file()), None)
     wall = training_minutes(run / "metrics.jsonl", config.get("images_seen") or 0) if run else None
     io.write_json({**(card or {}), "images_seen": config.get("images_seen"), "train_minutes": wall,
-                   "seed": config.get("train_config", {}).get("seed"), "ema_stds": sorted(emas)},
+                   "seed": config.get("train_config", {}).get("seed"), "ema_stds": sorted(emas), "raw_weights": raw},
                   staging / "card.json")
     io.swap_folder(staging, dst)
     return dst

@@ -174,7 +174,8 @@ def info(model: str = typer.Argument(..., help="Model folder, run folder or ship
 def export(
     model: str = typer.Argument(..., help="Model folder, run folder or snapshot."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the compact model (config + EMA weights + card)."),
-    ema: Optional[str] = typer.Option(None, help="EMA lengths to keep, comma-separated [all stored]."),
+    ema: Optional[str] = typer.Option(None, help="EMA lengths to keep, comma-separated, and/or 'raw' for the raw "
+                                      "weights [all stored EMAs]."),
     command: Optional[str] = typer.Option(None, help="The command that trained the model, for the card."),
     note: Optional[str] = typer.Option(None, help="Free text for the card (e.g. measured metrics)."),
 ):
@@ -183,7 +184,10 @@ def export(
 
     def go():
         card = {k: v for k, v in {"command": command, "note": note}.items() if v}
-        typer.echo(str(export_model(model, out, emas=_floats(ema), card=card)))
+        items = [x.strip() for x in ema.split(",")] if ema else None
+        raw = bool(items) and "raw" in items
+        emas = _floats(",".join(x for x in items if x != "raw")) if items else None
+        typer.echo(str(export_model(model, out, emas=[] if raw and not emas else emas, raw=raw, card=card)))
 
     _run(go)
 

@@ -71,8 +71,8 @@ def main():
     changes = [{"t_f": 50.0}, {"t_f": 200.0}, {"t_m": 100.0}, {"t_m": 481.0}, {"t_m": 681.0}, {"lam": 3.0},
                {"lam": 30.0}, {"mod_layer": "up.0.2"}, {"replay": False}, {"null_condition": True}]
     m = min(args.ablate_n, args.n)
-    ref_emer = s_emer[:m].mean()
-    for change in changes:
+    ref_emer = s_emer[:m].mean() if m else float("nan")
+    for change in changes if m > 0 else []:
         tokens = not change.get("null_condition", False)
         settings = EmerDiffSettings(**{**base.to_dict(), **{k: v for k, v in change.items() if k != "null_condition"}})
         a, b, s, _, sa, _ = run(model, ds, m, settings, use_tokens=tokens)

@@ -9,6 +9,7 @@ import torch
 from .. import KakusanError
 from ..data.datasets import _center_square, _read_image
 from ..utils import io
+from ..utils.images import save_array_png
 from .emerdiff import EmerDiffSettings, segment_image
 
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -102,7 +103,7 @@ def segment_files(images: list[str | Path], out: str | Path, *, model: str | Non
     for p in tqdm(paths, desc="segment", unit="image", disable=not progress, dynamic_ncols=True):
         image = read_image(p, side, channels)
         result = segment_image(denoiser, image, cond, settings, codec)
-        io.write_bytes(_png(colour(result["labels"])), out / f"{p.stem}.labels.png")
+        save_array_png(colour(result["labels"]), out / f"{p.stem}.labels.png")
         io.write_bytes(_npy(result["labels"].cpu().numpy().astype(np.int16)), out / f"{p.stem}.labels.npy")
         overlay_figure(image, result, out / f"{p.stem}.overlay.png", title=p.name)
         written.append(p.stem)
@@ -123,16 +124,6 @@ def sentence(words: str, denoiser) -> torch.Tensor:
             raise KakusanError(f"--tokens: unknown word {w!r}; the model knows {' '.join(names)}")
         ids.append(names.index(w) + 2)
     return torch.tensor(ids)
-
-
-def _png(arr: np.ndarray) -> bytes:
-    import io as _io
-
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _npy(arr: np.ndarray) -> bytes:

@@ -40,6 +40,12 @@ def _write_png(img: Image.Image, path: Path) -> None:
     write_bytes(buf.getvalue(), path)
 
 
+def save_array_png(arr: np.ndarray, path: str | Path) -> Path:
+    """An (H, W) or (H, W, 3) uint8 array as a PNG, written atomically."""
+    _write_png(Image.fromarray(arr), Path(path))
+    return Path(path)
+
+
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2,
               row_labels: list[str] | None = None, col_labels: list[str] | None = None) -> Path:
     """A grid of images (``nrow`` per row), upscaled ``scale``x with nearest neighbours so small images stay crisp;

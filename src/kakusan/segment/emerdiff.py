@@ -144,13 +144,14 @@ def segment_image(model, image: torch.Tensor, cond=None, settings: EmerDiffSetti
 
     sigma_m = sigma_at(model, s.t_m, sigma_data)
     grid = schedules.karras_sigmas(s.steps, min(model.process.sigma_min, sigma_m), sigma_m).float()
+    x_m = x0 + sigma_m * eps
     probe = Probe(record=True)
     with probed(unet, probe):
-        denoise_run(model, x0 + sigma_m * eps, cond1, grid, probe)
+        denoise_run(model, x_m, cond1, grid, probe)
         probe.record, probe.replay = False, s.replay
         probe.mod_layer, probe.mod = mod_layer, torch.cat([s.lam * masks, -s.lam * masks]).to(x0)
         batch = 2 * s.k
-        out = denoise_run(model, (x0 + sigma_m * eps).expand(batch, -1, -1, -1),
+        out = denoise_run(model, x_m.expand(batch, -1, -1, -1),
                           cond1.expand(batch, *cond1.shape[1:]), grid, probe)
     pixels = codec.decode(out) if codec is not None else out
     diffs = (pixels[:s.k] - pixels[s.k:]).float().pow(2).sum(1).sqrt()  # (K, H, W)

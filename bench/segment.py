@@ -7,7 +7,8 @@ scene and is scored by the unsupervised protocol (Hungarian matching of predicte
 mean IoU over ground-truth segments, background included; :mod:`kakusan.segment.metrics`). Rows: EmerDiff with the
 defaults, the naive bilinear upsampling of the same k-means masks (the paper's baseline), k-means on raw pixels
 (intensity + position, the floor), then EmerDiff with one setting changed at a time (t_f, t_m, lambda, the modulated
-layer, attention replay off, the null condition instead of the scene's sentence). Last line: one JSON object.
+layer — the feature layer itself instead of the third of its block —, attention replay off, the null condition instead
+of the scene's sentence). Last line: one JSON object.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from kakusan.models import model_folder
 from kakusan.segment import EmerDiffSettings, matched_iou, pixel_kmeans, segment_image
 from kakusan.segment.run import colour
 from kakusan.utils.images import save_grid
+
+
+FEATURE_LAYER = object()  # ablation: modulate the feature layer itself instead of the third layer of its block
 
 
 def run(model, ds, n, settings, use_tokens=True):
@@ -69,7 +73,8 @@ def main():
            "emerdiff": {"miou": miou}, "naive_upsample": {"miou": naive}, "pixel_kmeans": {"miou": float(pixel.mean())},
            "gap_points": 100 * gap, "gap_std_points": 100 * gap_std, "sec_per_image": sec, "ablations": []}
     changes = [{"t_f": 50.0}, {"t_f": 200.0}, {"t_m": 100.0}, {"t_m": 481.0}, {"t_m": 681.0}, {"lam": 3.0},
-               {"lam": 30.0}, {"mod_layer": "up.0.2"}, {"replay": False}, {"null_condition": True}]
+               {"lam": 30.0}, {"mod_layer": FEATURE_LAYER}, {"replay": False}, {"null_condition": True}]
+    changes = [{k: results[0]["feature_layer"] if v is FEATURE_LAYER else v for k, v in c.items()} for c in changes]
     m = min(args.ablate_n, args.n)
     ref_emer = s_emer[:m].mean() if m else float("nan")
     for change in changes if m > 0 else []:

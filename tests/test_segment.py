@@ -186,3 +186,25 @@ def test_a_token_model_trains_on_digit_scenes_with_their_sentences(tmp_path):
     trainer.train()
     model = Denoiser.from_pretrained(tmp_path / "run")
     assert model.net.config.vocab_size == 12 and list((tmp_path / "run" / "samples").glob("*.png"))
+    # a user's sentence is padded to the length the model was trained on, and sampling draws from it
+    assert model.info["sentence_length"] == 5
+    from kakusan.sampling import sample_to_folder, sentence
+
+    assert sentence("3 7", model).tolist() == [1, 5, 9, 0, 0]
+    with pytest.raises(KakusanError, match="at most 4"):
+        sentence("1 2 3 4 5", model)
+    with pytest.raises(KakusanError, match="unknown word 'x'"):
+        sentence("3 x", model)
+    out = sample_to_folder(tmp_path / "run", tmp_path / "s", n=3, nfe=3, tokens="3 7,1", progress=False)
+    saved = np.load(tmp_path / "s" / "samples.npz")["tokens"]
+    assert out["n"] == 3 and saved.tolist() == [[1, 5, 9, 0, 0], [1, 3, 0, 0, 0], [1, 5, 9, 0, 0]]
+
+
+def test_the_default_modulated_layer_is_the_third_cross_attention_of_the_feature_block(model):
+    from kakusan.segment.emerdiff import default_layer, default_mod_layer
+
+    name = "up_blocks.0.attentions.{}.transformer_blocks.0.attn2"
+    s = Denoiser.create(UNetConfig(preset="s", image_size=16, cond_type="tokens", vocab_size=12), EDMProcess())
+    assert default_layer(s.net.unet) == "up.0.0"
+    assert default_mod_layer(s.net.unet, name.format(0)) == name.format(2)  # 3 layers per up block: the paper's
+    assert default_mod_layer(model.net.unet, name.format(0)) == name.format(1)  # xs has 2: the last one

@@ -119,6 +119,8 @@ def sample(
     churn: Optional[float] = typer.Option(None, help="EDM S_churn for euler/heun [0]."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
     label: Optional[str] = typer.Option(None, help="Class(es) to draw, comma-separated; default: cycle all classes."),
+    tokens: Optional[str] = typer.Option(None, help="Token models: sentences of class names, comma-separated and "
+                                         "cycled, e.g. '3 7,1 2 5' (digit-scenes-s draws those digits)."),
     ema: str = typer.Option("auto", help="EMA length to load (e.g. 0.1), 'raw' or 'auto' (longest)."),
     batch_size: int = typer.Option(64, help="Images per batch."),
     guide: Optional[str] = typer.Option(None, help="Guide model (autoguidance) or 'uncond' (classifier-free)."),
@@ -136,7 +138,7 @@ def sample(
     def go():
         typer.echo(json.dumps(sample_to_folder(
             model, out, n=n, sampler=sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn,
-            seed=seed, labels=label, ema=ema, batch_size=batch_size, progress=progress, guide=guide,
+            seed=seed, labels=label, tokens=tokens, ema=ema, batch_size=batch_size, progress=progress, guide=guide,
             guidance=guidance, interval=_pair(interval, "--interval"), guide_ema=guide_ema,
             symmetry_noise=symmetry_noise)))
 

@@ -23,7 +23,8 @@ def segment(
     lam: float = typer.Option(10.0, "--lambda", help="Modulation strength [10]."),
     layer: str = typer.Option("auto", help="Cross-attention layer of the features: up.B.A or a full name "
                               "[auto: first of the lowest-resolution up block]."),
-    mod_layer: str = typer.Option("auto", help="Layer modulated [auto: the feature layer]."),
+    mod_layer: str = typer.Option("auto", help="Layer modulated [auto: the third cross-attention layer of the "
+                                  "feature layer's block, as in the paper]."),
     replay: bool = typer.Option(True, "--replay/--no-replay", help="Replay the attention maps [on]."),
     steps: int = typer.Option(5, help="DDIM steps from t_m to 0 [5]."),
     smooth: float = typer.Option(1.0, help="Gaussian smoothing of the difference maps, in pixels [1]."),

@@ -48,7 +48,10 @@ def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
                     num_classes=data.num_classes if cond == "class" else 0,
                     vocab_size=token_vocab_size(data.num_classes) if cond == "tokens" else 0,
                     time_conditioning=config.time_conditioning)
-    return Denoiser.create(net, process, {"data": data.name, "class_names": data.class_names})
+    info = {"data": data.name, "class_names": data.class_names}
+    if cond == "tokens" and data.tokens is not None:
+        info["sentence_length"] = int(data.tokens.shape[1])  # what `sentence` pads a user's sentence to
+    return Denoiser.create(net, process, info)
 
 
 def condition_of(model: Denoiser, data: ImageDataset, idx, device=None):

@@ -5,8 +5,9 @@ For one image x0 (a latent model works on its encoding):
    queries Q of one cross-attention layer of a low-resolution up block — h x w vectors.
 2. **k-means** on them: K low-resolution masks M_1..M_K (h x w, disjoint, covering the image).
 3. **Modulated denoising** (sec. 3.3): from x_tm = x0 + sigma(t_m) eps, denoise to sigma = 0 (DDIM, eta = 0) once
-   unmodulated — recording every attention map — and 2K times with c M_i (c = +lambda, -lambda) added to the chosen
-   layer's output after its output projection, the recorded attention maps replayed in every layer; all 2K runs in one
+   unmodulated — recording every attention map — and 2K times with c M_i (c = +lambda, -lambda) added, at every step
+   from t_m on, to the output of the chosen layer (by default the third cross-attention layer of the feature layer's
+   block, as in the paper) after its output projection, the recorded attention maps replayed in every layer; all 2K runs in one
    batch.
 4. **Difference maps** d_i = || I_i^- - I_i^+ ||_2 over channels (decoded to pixels for a latent model), Gaussian
    smoothing, label = argmax_i d_i per pixel: the full-resolution segmentation.
@@ -28,7 +29,7 @@ from .. import KakusanError
 from ..diffusion import schedules
 from ..diffusion.process import DDPMProcess
 from ..diffusion.samplers import sample_ddim
-from .attention import Probe, probed, resolve_layer
+from .attention import Probe, attention_layers, probed, resolve_layer
 
 SD_ALPHAS = schedules.alphas_cumprod(schedules.ddpm_betas("scaled_linear", 1000, 0.00085, 0.012))
 
@@ -40,7 +41,7 @@ class EmerDiffSettings:
     t_m: float = 281.0  # timestep the modulated denoising starts from (the paper's 281)
     lam: float = 10.0  # modulation strength lambda
     feature_layer: str = "auto"  # cross-attention layer of the queries; auto: first of the lowest-resolution up block
-    mod_layer: str = "auto"  # the layer modulated; auto: the same layer
+    mod_layer: str = "auto"  # the layer modulated; auto: the third cross-attention layer of the feature layer's block
     replay: bool = True  # replay the unmodulated run's attention maps in the modulated runs
     steps: int = 5  # DDIM steps from t_m to 0
     smooth: float = 1.0  # std (pixels) of the Gaussian that smooths the difference maps; 0: none
@@ -79,6 +80,15 @@ def default_layer(unet) -> str:
         if getattr(block, "attentions", None):
             return f"up.{i}.0"
     return "up.0.0"  # resolve_layer names what exists
+
+
+def default_mod_layer(unet, feature_layer: str) -> str:
+    """The paper's modulated layer: the third cross-attention layer of the block the features come from (the last
+    one if the block has fewer; per seed 001, the first layer carries content and the third appearance)."""
+    block = feature_layer.split(".attentions.")[0]
+    same = [n for n in attention_layers(unet, cross_only=True)
+            if n.startswith(block + ".attentions.") and ".transformer_blocks.0." in n]
+    return same[min(2, len(same) - 1)]
 
 
 def kmeans_masks(queries: torch.Tensor, k: int, seed: int) -> torch.Tensor:
@@ -123,7 +133,7 @@ def segment_image(model, image: torch.Tensor, cond=None, settings: EmerDiffSetti
     s = (settings or EmerDiffSettings()).validate()
     unet = model.net.unet
     feature_layer = resolve_layer(unet, default_layer(unet) if s.feature_layer == "auto" else s.feature_layer)
-    mod_layer = feature_layer if s.mod_layer == "auto" else resolve_layer(unet, s.mod_layer)
+    mod_layer = default_mod_layer(unet, feature_layer) if s.mod_layer == "auto" else resolve_layer(unet, s.mod_layer)
     sigma_data = s.sigma_data or (1.0 if codec is not None else 0.5)
     want = codec.channels if codec is not None else model.image_shape[0]
     if image.dim() != 3 or image.shape[0] != want:

@@ -8,6 +8,7 @@ import torch
 
 from .. import KakusanError
 from ..data.datasets import _center_square, _read_image
+from ..sampling import sentence
 from ..utils import io
 from ..utils.images import save_array_png
 from .emerdiff import EmerDiffSettings, segment_image
@@ -111,19 +112,6 @@ def segment_files(images: list[str | Path], out: str | Path, *, model: str | Non
                "feature_layer": result["feature_layer"], "mod_layer": result["mod_layer"]}
     io.write_json(summary, out / "segment.json")
     return summary
-
-
-def sentence(words: str, denoiser) -> torch.Tensor:
-    """A kakusan token sentence from class names, e.g. "3 7" -> [<bos>, word(3), word(7)]."""
-    from ..data.datasets import BOS_TOKEN
-
-    names = list(denoiser.info.get("class_names") or [])
-    ids = [BOS_TOKEN]
-    for w in words.split():
-        if w not in names:
-            raise KakusanError(f"--tokens: unknown word {w!r}; the model knows {' '.join(names)}")
-        ids.append(names.index(w) + 2)
-    return torch.tensor(ids)
 
 
 def _npy(arr: np.ndarray) -> bytes:

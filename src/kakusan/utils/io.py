@@ -2,10 +2,20 @@
 
 A file is written to a temporary name in the same folder, flushed to disk and renamed over the target, so a crash
 never leaves a half-written file in place of a good one. A folder (a checkpoint) is written beside its target and
-swapped in with two renames; :func:`resolve_folder` recovers the previous folder if a crash fell between them.
+swapped in with two renames; :func:`resolve_folder` recovers the previous folder if a crash fell between them. After
+every rename the parent folder is fsynced too (a rename is durable only once its directory is). Files and folders get
+the user's normal permissions (umask), not the 0600 / 0700 of :mod:`tempfile`; leftovers of an interrupted write of the
+same target are removed by the next write.
+
+Every safetensors file carries the SHA-256 of its tensors in its metadata (``kakusan.sha256``); :func:`load_tensors`
+verifies it, so a flipped bit in the weights is an error, not a model that samples NaN. Failures a user can meet (a
+damaged file, a full or read-only disk) are :class:`~kakusan.KakusanError` naming the file.
 """
 from __future__ import annotations
 
+import errno
+import glob
+import hashlib
 import json
 import os
 import shutil
@@ -16,30 +26,109 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+CHECKSUM_KEY = "kakusan.sha256"
+
+
+def _error(e: OSError, path: Path, doing: str):
+    """A user-facing error for an OS failure (disk full, read-only, permissions) while ``doing`` ``path``."""
+    from .. import KakusanError
+
+    reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied"}.get(e.errno, e.strerror or str(e))
+    return KakusanError(f"cannot {doing} {path}: {reason} (nothing already written was changed)")
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import (setting it is process-wide and not thread-safe)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make the renames inside ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_leftovers(target: Path) -> None:
+    """Remove what an interrupted write of ``target`` left beside it (``.NAME.*.tmp`` files and folders)."""
+    for p in Path(target).parent.glob(f".{glob.escape(Path(target).name)}.*.tmp"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def _atomic_replace(path: Path, write) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _error(e, path.parent, "write into") from e
+    try:
+        os.chmod(tmp, 0o666 & ~UMASK)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent)
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _error(e, path, "write") from e
         raise
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` atomically, with their checksum in the metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {**(metadata or {}), CHECKSUM_KEY: tensors_digest(tensors)}
     _atomic_replace(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Load a safetensors file; this never unpickles anything."""
-    return load_file(str(path), device=str(device))
+    """Load a safetensors file (this never unpickles anything) and verify its checksum where it has one."""
+    from safetensors import safe_open
+
+    from .. import KakusanError
+
+    path = Path(path)
+    if not path.is_file():
+        raise KakusanError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except OSError as e:
+        raise _error(e, path, "read") from e
+    except Exception as e:  # safetensors' own error type for a damaged header or data
+        raise KakusanError(f"{path} is not a readable safetensors file; it is truncated or damaged "
+                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+    if CHECKSUM_KEY in meta and tensors_digest(tensors) != meta[CHECKSUM_KEY]:
+        raise KakusanError(f"{path} is damaged: its tensors do not match the checksum stored with them")
+    return {k: v.to(device) for k, v in tensors.items()}
 
 
 def write_json(obj, path: str | Path) -> None:
@@ -87,17 +176,28 @@ def swap_folder(staging: Path, target: Path) -> None:
     """Replace ``target`` by the fully written ``staging`` folder: target -> target.old, staging -> target, rm old."""
     staging, target = Path(staging), Path(target)
     old = target.with_name(target.name + ".old")
-    if old.exists() and target.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old.exists():
-        shutil.rmtree(old)
+    try:
+        if old.exists() and target.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+            fsync_dir(target.parent)
+        os.replace(staging, target)
+        fsync_dir(target.parent)
+        if old.exists():
+            shutil.rmtree(old)
+    except OSError as e:
+        raise _error(e, target, "replace") from e
 
 
 def staging_folder(target: Path) -> Path:
     """A fresh, empty folder beside ``target`` to write a new version into."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target)
+        folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(folder, 0o777 & ~UMASK)
+    except OSError as e:
+        raise _error(e, target.parent, "write into") from e
+    return folder

@@ -29,14 +29,30 @@ def test_help_keeps_the_defaults_in_square_brackets():
     assert "[50]" in r.output and "[0.05,0.10]" in r.output  # not eaten as markup
 
 
-def test_library_errors_reach_the_user_as_one_line_and_bugs_keep_their_traceback(monkeypatch, tmp_path):
+def test_a_bug_is_one_line_with_exit_1_and_debug_shows_its_traceback(monkeypatch, tmp_path):
     import kakusan.sampling
 
     def bug(*a, **k):
         raise ValueError("an internal bug")
     monkeypatch.setattr(kakusan.sampling, "sample_to_folder", bug)
     r = invoke("sample", "mnist-s", "--out", tmp_path / "o")
-    assert r.exit_code == 1 and isinstance(r.exception, ValueError)  # not reported as the user's fault
+    assert r.exit_code == 1 and "Traceback" not in r.output  # not reported as the user's fault, and no traceback
+    assert r.output.strip().splitlines() == ["error: internal error (ValueError: an internal bug); this is a bug in "
+                                             "kakusan: rerun with --debug for the traceback and report it"]
+    r = invoke("--debug", "sample", "mnist-s", "--out", tmp_path / "o")
+    assert isinstance(r.exception, ValueError)
+
+
+def test_an_os_error_is_one_line_with_exit_2(monkeypatch, tmp_path):
+    import errno
+
+    import kakusan.sampling
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o"))
+    monkeypatch.setattr(kakusan.sampling, "sample_to_folder", full)
+    r = invoke("sample", "mnist-s", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and r.output.strip() == f"error: {tmp_path / 'o'}: No space left on device"
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,39 @@ def _pair(text: str | None, flag: str) -> tuple[float, float] | None:
     return tuple(values) if values else None
 
 
+DEBUG = {"on": False}  # set by --debug: failures keep their traceback
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of a failure.")):
+    """kakusan (拡散): train, sample, guide, distil and probe diffusion models."""
+    DEBUG["on"] = debug
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _run(fn):
-    """Run ``fn``; user errors (bad paths, options, data: :class:`KakusanError`) print one clear line and exit with
-    code 2. Anything else is a bug and keeps its traceback."""
+    """Run ``fn``; every failure reaches the user as one line. User errors (bad paths, options, data:
+    :class:`KakusanError`) and the machine's (an ``OSError``: disk full, permissions) exit with code 2; anything else is
+    a bug in kakusan: exit 1 and a request to rerun with ``--debug``, which shows every traceback."""
     try:
         return fn()
-    except KakusanError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+    except Exception as e:
+        if DEBUG["on"]:
+            raise
+        if isinstance(e, KakusanError):
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2)
+        if isinstance(e, OSError):
+            where = f"{e.filename}: " if e.filename else ""
+            typer.echo(f"error: {where}{e.strerror or _first_line(e)}", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"error: internal error ({type(e).__name__}: {_first_line(e)}); this is a bug in kakusan: "
+                   "rerun with --debug for the traceback and report it", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -137,3 +137,18 @@ def test_resume_extends_a_run(run, tmp_path):
     assert json.loads(invoke("info", copy).output)["images_seen"] == 48
     r = invoke("train", "--out", copy, "--resume", "--preset", "s")
     assert r.exit_code == 2 and "only kimg and minutes" in r.output
+
+
+def test_non_finite_samples_are_refused_before_anything_is_written(run, tmp_path, monkeypatch):
+    import kakusan.sampling
+
+    real = kakusan.sampling.generate
+    monkeypatch.setattr(kakusan.sampling, "generate",
+                        lambda *a, **k: real(*a, **k).index_fill_(0, torch.tensor([1]), float("nan")))
+    r = invoke("sample", run, "--out", tmp_path / "s", "-n", "3", "--nfe", "3", "--no-progress")
+    assert r.exit_code == 2 and "1 of 3 samples hold NaN" in r.output and not (tmp_path / "s").exists()
+    images = np.zeros((4, 1, 16, 16), np.float32)
+    images[2, 0, 3, 3] = np.inf
+    np.savez(tmp_path / "bad.npz", images=images)
+    r = invoke("eval", tmp_path / "bad.npz")
+    assert r.exit_code == 2 and "1 of 4 images hold NaN or infinite values" in r.output

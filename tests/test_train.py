@@ -67,6 +67,37 @@ def test_a_new_run_never_overwrites_an_existing_one(tmp_path, tiny_config):
     assert tree_bytes(tmp_path / "run") == before
 
 
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_scratch_or_restarts(tmp_path, tiny_config):
+    import json
+
+    Trainer(tiny_config(kimg=0.064), tmp_path / "full", progress=False).train()
+    full = weights(tmp_path / "full" / "checkpoint")
+    rows = lambda run: [(r["kimg"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    for name, resume in (("resumed", True), ("restarted", False)):
+        run = tmp_path / name  # what a kill before the first checkpoint leaves: the config, a log, a cut write
+        run.mkdir()
+        (run / "train_config.json").write_bytes((tmp_path / "full" / "train_config.json").read_bytes())
+        (run / "metrics.jsonl").write_text('{"kimg": 0.016, "loss": 9.0}\n{"kimg": 0.03')
+        (run / ".checkpoint.abc.tmp").mkdir()
+        (run / ".checkpoint.abc.tmp" / "model.safetensors").write_bytes(b"half")
+        Trainer(tiny_config(kimg=0.064), run, resume=resume, progress=False).train()
+        got = weights(run / "checkpoint")
+        assert got.keys() == full.keys() and all(torch.equal(got[f][k], full[f][k]) for f in full for k in full[f])
+        assert rows(run) == rows(tmp_path / "full")  # the dead attempt's rows are gone, none is doubled
+        assert not list(run.glob(".*.tmp"))
+
+
+def test_resumed_log_has_each_row_once(tmp_path, tiny_config):
+    import json
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(kimg=0.064, checkpoint_kimg=0.032), run, progress=False).train()
+    io.write_text((run / "metrics.jsonl").read_text() + '{"kimg": 0.08, "loss": 1.0}\n', run / "metrics.jsonl")
+    Trainer(tiny_config(kimg=0.096), run, resume=True, progress=False).train()
+    kimgs = [json.loads(line)["kimg"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096  # the row past the checkpoint was dropped
+
+
 def test_snapshots_and_run_folder_layout(tmp_path, tiny_config):
     Trainer(tiny_config(kimg=0.064, snapshot_kimg=[0.032], sample_kimg=0.064), tmp_path / "run", progress=False).train()
     run = tmp_path / "run"

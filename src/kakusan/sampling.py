@@ -67,6 +67,14 @@ def parse_sentences(model: Denoiser, sentences: str, n: int) -> torch.Tensor:
     return rows[torch.arange(n) % len(rows)]
 
 
+def check_finite(images: torch.Tensor, model) -> None:
+    """Refuse samples with NaN or infinite values before anything is written (damaged weights, a diverged run)."""
+    bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+    if bad:
+        raise KakusanError(f"{model}: {bad} of {len(images)} samples hold NaN or infinite values (damaged or diverged "
+                           "weights?); nothing was written")
+
+
 def sampler_options(name: str, run, given: dict) -> dict:
     """The options given (not None) that sampler ``run`` takes, read from its signature; any other is an error."""
     takes = {p.name for p in inspect.signature(run).parameters.values()
@@ -103,8 +111,10 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     t0 = time.time()
     images = generate(den, seeds, cond=cond, sampler=sampler, steps=steps, schedule=schedule,
                       batch_size=batch_size, progress=progress, make_denoise=make_denoise,
-                      **options).clamp(-1, 1)
+                      **options)
     seconds = time.time() - t0
+    check_finite(images, model)
+    images = images.clamp(-1, 1)
     out.mkdir(parents=True, exist_ok=True)
     names = [f"{s:06d}" for s in seeds]
     nrow = len(den.info.get("class_names", [])) if labels is None and y is not None else None

@@ -196,6 +196,9 @@ def load_image_set(path: str | Path, channels: int | None = None) -> tuple[torch
         if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
             images = images.transpose(0, 3, 1, 2)
         x = torch.from_numpy(images.astype(np.float32))
+        bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+        if bad:
+            raise KakusanError(f"{path}: {bad} of {len(x)} images hold NaN or infinite values; nothing was scored")
         if images.dtype == np.uint8:
             x = x / 127.5 - 1
         if channels == 3 and x.shape[1] == 1:

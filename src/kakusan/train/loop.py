@@ -104,17 +104,18 @@ class Objective:
 
 
 def check_run_folder(run_dir: str | Path, resume: bool, config: LoopConfig) -> None:
-    """Before anything is built: a new run needs a folder that holds no run; a resumed run needs its checkpoint and
-    the settings it was started with (only the training length may change)."""
+    """Before anything is built: a new run needs a folder that holds no run (a run killed before its first checkpoint
+    holds nothing to lose and may be started again); a resumed run needs the settings it was started with (only the
+    training length may change) and starts from scratch if it was killed before its first checkpoint."""
     run_dir = Path(run_dir)
     stored = run_dir / "train_config.json"
     if not resume:
-        if stored.exists():
+        if stored.exists() and (has_checkpoint(run_dir / "checkpoint") or any((run_dir / "snapshots").glob("kimg-*"))):
             raise KakusanError(f"{run_dir} already holds a run; resume it or choose another output folder "
                                "(nothing was overwritten)")
         return
-    if not has_checkpoint(run_dir / "checkpoint"):
-        raise KakusanError(f"nothing to resume: {run_dir} has no checkpoint")
+    if not stored.is_file() and not has_checkpoint(run_dir / "checkpoint"):
+        raise KakusanError(f"nothing to resume: {run_dir} holds no run")
     if stored.is_file():
         old, new = io.read_json(stored), json.loads(json.dumps(config.to_dict()))
         free = (*RESUMABLE_CHANGES, "log_with")  # the length, and where logs go, do not change the run
@@ -122,6 +123,22 @@ def check_run_folder(run_dir: str | Path, resume: bool, config: LoopConfig) -> N
         if changed:
             raise KakusanError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); only "
                                f"{' and '.join(RESUMABLE_CHANGES)} may change when it is resumed")
+
+
+def trim_log(path: Path, images_seen: int) -> None:
+    """Keep the rows of ``metrics.jsonl`` up to ``images_seen`` (what a resumed run will log again is dropped, and so is
+    a row cut by a kill)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("kimg", math.inf) * 1000 <= images_seen + 0.5:
+            keep.append(line)
+    io.write_text("".join(k + "\n" for k in keep), path)
 
 
 class TrainLoop:
@@ -154,9 +171,12 @@ class TrainLoop:
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
         self.images_seen, self.step = 0, 0
-        if resume:
+        if resume and has_checkpoint(self.run_dir / "checkpoint"):  # else: killed before its first checkpoint
             state = load_checkpoint(self.run_dir / "checkpoint", objective, self.ema)
             self.images_seen, self.step = state["images_seen"], state["step"]
+        if self.accel.is_main_process:
+            io.remove_staging(self.run_dir, self.run_dir / "snapshots")  # what an interrupted write left behind
+            trim_log(self.run_dir / "metrics.jsonl", self.images_seen)
         objective.prepare(self.accel)
         self.preview_seconds = self.checkpoint_seconds = 0.0
 

@@ -67,6 +67,14 @@ def remove_leftovers(target: Path) -> None:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def remove_staging(*folders: str | Path) -> None:
+    """Remove every leftover of an interrupted write (``.NAME.*.tmp``) in ``folders`` (only for folders kakusan owns,
+    such as a run folder)."""
+    for folder in folders:
+        for p in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else []:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def _atomic_replace(path: Path, write) -> None:
     path = Path(path)
     try:

@@ -62,6 +62,11 @@ def preconditioned(process: ForwardProcess, net, x: torch.Tensor, sigma: torch.T
     return per_sample(c_skip, x) * x + per_sample(c_out, x) * F.to(x.dtype)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string; what is not a number counts 0."""
+    return tuple(int(p) if p.isdigit() else 0 for p in text.split("+")[0].split(".")[:3])
+
+
 class Denoiser(nn.Module):
     def __init__(self, net: nn.Module, process: ForwardProcess, info: dict | None = None):
         super().__init__()
@@ -143,6 +148,12 @@ class Denoiser(nn.Module):
         if not (folder / CONFIG_FILE).is_file():
             raise KakusanError(f"{folder} is not a kakusan model folder (no {CONFIG_FILE})")
         config = io.read_json(folder / CONFIG_FILE)
+        if not isinstance(config, dict):
+            raise KakusanError(f"{folder / CONFIG_FILE} is not a model config (a JSON object)")
+        written = str(config.get("kakusan_version", "0"))
+        if _version(written) > _version(__version__):
+            raise KakusanError(f"{folder} was written by kakusan {written}, newer than this kakusan {__version__}; "
+                               "upgrade kakusan to read it")
         if "weights" not in config:
             raise KakusanError(f"{folder} was written by kakusan 0.1 (model.safetensors layout); convert it once with "
                                f"`kakusan convert {folder} NEW_FOLDER`")
@@ -156,8 +167,8 @@ class Denoiser(nn.Module):
                 state.update({prefix + k: v for k, v in io.load_tensors(folder / name).items()})
         missing = sorted(set(self.net.state_dict()) - set(state))
         if missing:
-            raise KakusanError(f"{folder}: weight set {variant!r} is incomplete ({len(missing)} tensors missing, "
-                               f"e.g. {missing[0]}); the folder is damaged")
+            raise KakusanError(f"{folder}: weight set {variant!r} is incomplete or the weights do not fit the "
+                               f"architecture in its config ({len(missing)} tensors missing, e.g. {missing[0]})")
         return state
 
     @classmethod
@@ -165,12 +176,22 @@ class Denoiser(nn.Module):
         """Load a model folder. ``ema``: an EMA length (e.g. 0.1), ``'raw'`` for the raw weights, or ``'auto'`` (the
         folder's default: the longest stored EMA, else raw)."""
         folder, config = cls.read_config(folder)
-        info = {k: v for k, v in config.items() if k not in ("net", "process", "kakusan_version", "weights")}
-        net_config = net_config_from_dict(config["net"])
-        net = NETS[net_config.kind][1].from_folder(net_config, folder)
-        model = cls(net, process_from_config(config["process"]), info)
-        variant = model.choose_weights(config, ema, folder)
-        model.net.load_state_dict(model.read_weights(folder, variant, config["weights"]["default"]))
+        try:
+            info = {k: v for k, v in config.items() if k not in ("net", "process", "kakusan_version", "weights")}
+            net_config = net_config_from_dict(config["net"])
+            net = NETS[net_config.kind][1].from_folder(net_config, folder)
+            model = cls(net, process_from_config(config["process"]), info)
+            variant = model.choose_weights(config, ema, folder)
+            default = config["weights"]["default"]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # a damaged or hand-edited config
+            what = f"missing key {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+            raise KakusanError(f"{folder / CONFIG_FILE} is not a valid model config ({what})") from e
+        state = model.read_weights(folder, variant, default)
+        try:
+            model.net.load_state_dict(state)
+        except RuntimeError as e:
+            raise KakusanError(f"{folder}: the weights do not fit the architecture in its config "
+                               f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from e
         model.info["weights"] = variant
         return model.to(device).eval()
 

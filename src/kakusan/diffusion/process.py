@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .. import KakusanError
+from ..utils.configs import from_dict
 from . import schedules
 
 
@@ -237,7 +238,7 @@ def process_from_config(config: dict) -> ForwardProcess:
     kind = config.pop("kind")
     if kind not in PROCESSES:
         raise KakusanError(f"unknown process {kind!r}; known: {sorted(PROCESSES)}")
-    return PROCESSES[kind](**config)
+    return from_dict(PROCESSES[kind], config)
 
 
 def register_process(cls) -> type:

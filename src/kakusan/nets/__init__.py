@@ -8,6 +8,7 @@ diffusers alone can open them). A net's config is a dataclass with a ``kind`` na
 from __future__ import annotations
 
 from .. import KakusanError
+from ..utils.configs import from_dict
 from .mlp import MLPConfig, MLPNet
 from .unet import COND_TYPES, PRESETS, TIME_CONDITIONINGS, UNetConfig, UNetNet, check_preset, check_time_conditioning
 
@@ -22,7 +23,7 @@ def net_config_from_dict(d: dict):
     kind = d.pop("kind", None)
     if kind not in NETS:
         raise KakusanError(f"unknown net kind {kind!r}; known: {', '.join(NETS)}")
-    return NETS[kind][0](**d)
+    return from_dict(NETS[kind][0], d)
 
 
 def build_net(config):

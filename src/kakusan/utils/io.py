@@ -148,8 +148,18 @@ def write_json(obj, path: str | Path) -> None:
 
 
 def read_json(path: str | Path):
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file's content; a missing, unreadable or malformed file is a one-line error naming it."""
+    from .. import KakusanError
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise KakusanError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KakusanError(f"{path} is not valid JSON ({str(e).splitlines()[0]}); it is damaged or not kakusan's") from e
+    except OSError as e:
+        raise _error(e, Path(path), "read") from e
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:

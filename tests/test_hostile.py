@@ -82,3 +82,59 @@ def test_the_undamaged_folder_samples(good, tmp_path):
     r = CliRunner().invoke(app, ["sample", str(good), "--out", str(tmp_path / "s"), "-n", "2", "--steps", "2",
                                  "--no-progress"])
     assert r.exit_code == 0, r.output
+
+
+def _images(folder):
+    """A folder of awkward but valid images, each 20 x 20."""
+    from PIL import Image
+    import numpy as np
+
+    folder.mkdir()
+    ramp = (np.arange(400).reshape(20, 20) * 160).astype(np.uint16)  # 0 .. 63,840 of 65,535
+    Image.fromarray(ramp).save(folder / "deep16.png")  # a 16-bit grey PNG
+    Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
+    pal = Image.new("P", (20, 20), 1)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.save(folder / "palette.png", transparency=0)
+    Image.new("RGBA", (20, 20), (0, 0, 255, 128)).save(folder / "alpha.png")
+    frames = [Image.new("L", (20, 20), v) for v in (200, 10)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    return folder
+
+
+def test_awkward_images_load_with_their_values(tmp_path):
+    from kakusan.data.datasets import load_folder
+
+    ds = load_folder(_images(tmp_path / "img"), channels=3)
+    names = sorted(p.name for p in (tmp_path / "img").iterdir())
+    x = {n: ds.images[i] for i, n in enumerate(names)}
+    deep = x["deep16.png"][0]
+    assert deep.min() == -1 and 0.9 < deep.max() < 0.96  # 63,840 / 65,535 of white: scaled, not clipped to white
+    assert len(deep.unique()) > 200  # the ramp keeps its steps
+    assert x["cmyk.jpg"][0].mean() > 0.9 and x["cmyk.jpg"][1:].mean() < -0.9  # cyan-free red
+    assert torch.allclose(x["palette.png"][:, 0, 0], torch.tensor([1.0, -1, -1]))
+    assert torch.allclose(x["alpha.png"][:, 0, 0], torch.tensor([-1.0, -1, 1]))
+    assert torch.allclose(x["animated.gif"], torch.tensor(200 / 127.5 - 1))  # the first frame
+
+
+@pytest.mark.parametrize("bad", ["corrupt", "bomb", "not an image"])
+def test_a_bad_image_in_a_data_folder_is_one_line_naming_it(tmp_path, monkeypatch, bad):
+    import numpy as np
+    from PIL import Image
+
+    folder = _images(tmp_path / "img")
+    target = folder / "z.png"
+    if bad == "corrupt":
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20), dtype=np.uint8)).save(target)
+        target.write_bytes(target.read_bytes()[:200])  # cut inside the pixel data
+    elif bad == "bomb":
+        Image.new("L", (64, 64), 9).save(target)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 px > twice the limit: PIL's bomb error
+    else:
+        target.write_text("hello")
+    before = tree_bytes(folder)
+    r = CliRunner().invoke(app, ["train", "--data", str(folder), "--out", str(tmp_path / "run"), "--image-size", "16",
+                                 "--preset", "xs", "--kimg", "0.016", "--no-progress"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: cannot read image {target}"), r.output
+    assert tree_bytes(folder) == before

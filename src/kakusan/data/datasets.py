@@ -118,14 +118,28 @@ BUILTIN = {"mnist": load_mnist, "mnist-train": _mnist_part(0), "mnist-heldout": 
 
 
 def _read_image(path: Path, channels: int) -> np.ndarray:
+    """(C, H, W) float32 in [0, 255] of any image PIL reads: 16-bit and 32-bit grey scaled down (not clipped), palette
+    and CMYK converted, alpha dropped, the first frame of an animation; a corrupt file or a decompression bomb (PIL's
+    pixel limit) is an error naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise KakusanError(f"cannot read image {path}: {e}") from None
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # deep grey: scale, never clip
+                grey = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or grey.max() > 255 else 255.0
+                if im.mode == "F":
+                    top = 1.0 if grey.max() <= 1 else max(255.0, float(grey.max()))
+                grey = np.clip(grey / top * 255.0, 0, 255).astype(np.float32)
+                arr = grey if channels == 1 else np.repeat(grey[..., None], 3, axis=2)
+            else:
+                if im.mode == "P" and "transparency" in im.info:
+                    im = im.convert("RGBA")
+                im = im.convert("L" if channels == 1 else "RGB")
+                arr = np.asarray(im, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise KakusanError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 

@@ -146,7 +146,7 @@ def test_non_finite_samples_are_refused_before_anything_is_written(run, tmp_path
     monkeypatch.setattr(kakusan.sampling, "generate",
                         lambda *a, **k: real(*a, **k).index_fill_(0, torch.tensor([1]), float("nan")))
     r = invoke("sample", run, "--out", tmp_path / "s", "-n", "3", "--nfe", "3", "--no-progress")
-    assert r.exit_code == 2 and "1 of 3 samples hold NaN" in r.output and not (tmp_path / "s").exists()
+    assert r.exit_code == 2 and "1 of 3 samples (seeds 0..2) hold NaN" in r.output and not (tmp_path / "s").exists()
     images = np.zeros((4, 1, 16, 16), np.float32)
     images[2, 0, 3, 3] = np.inf
     np.savez(tmp_path / "bad.npz", images=images)

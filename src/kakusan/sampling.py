@@ -3,11 +3,14 @@ the task behind ``kakusan sample``, for Gaussian and cold models alike, with opt
 from __future__ import annotations
 
 import inspect
+import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import KakusanError
 from .diffusion.denoiser import Denoiser
@@ -67,12 +70,12 @@ def parse_sentences(model: Denoiser, sentences: str, n: int) -> torch.Tensor:
     return rows[torch.arange(n) % len(rows)]
 
 
-def check_finite(images: torch.Tensor, model) -> None:
-    """Refuse samples with NaN or infinite values before anything is written (damaged weights, a diverged run)."""
+def check_finite(images: torch.Tensor, model, seeds: list[int]) -> None:
+    """Refuse samples with NaN or infinite values before they are written (damaged weights, a diverged run)."""
     bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
     if bad:
-        raise KakusanError(f"{model}: {bad} of {len(images)} samples hold NaN or infinite values (damaged or diverged "
-                           "weights?); nothing was written")
+        raise KakusanError(f"{model}: {bad} of {len(images)} samples (seeds {seeds[0]}..{seeds[-1]}) hold NaN or "
+                           "infinite values (damaged or diverged weights?); they were not written")
 
 
 def sampler_options(name: str, run, given: dict) -> dict:
@@ -86,18 +89,31 @@ def sampler_options(name: str, run, given: dict) -> dict:
     return given
 
 
+MANIFEST = "sampling.json"  # the settings of a sample folder: what --resume must match
+CHUNKS = "chunks"  # chunks/NNNNNN.npz: one finished chunk of images each (removed once samples.npz is assembled)
+GRID_MAX = 100  # grid.png shows the first images only
+
+
 def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler: str | None = None,
-                     steps: int | None = None, nfe: int = 35, schedule: str = "auto", seed: int = 0, labels=None, tokens=None,
-                     ema="auto", batch_size: int = 64, progress: bool = True, guide: str | Path | None = None,
-                     guidance: float = 1.0, interval: tuple[float, float] | None = None, guide_ema="auto",
-                     **options) -> dict:
+                     steps: int | None = None, nfe: int = 35, schedule: str = "auto", seed: int = 0, labels=None,
+                     tokens=None, ema="auto", batch_size: int = 64, progress: bool = True,
+                     guide: str | Path | None = None, guidance: float = 1.0, interval: tuple[float, float] | None = None,
+                     guide_ema="auto", chunk: int = 1000, resume: bool = False, **options) -> dict:
     """Sample ``model`` (optionally guided by ``guide``: a model, or ``'uncond'`` for classifier-free guidance)
-    into ``out``. ``tokens``: comma-separated sentences for a token model (e.g. "3 7,1 2 5"), instead of labels.
-    ``options``: sampler options (eta for ddim, churn for euler/heun, symmetry_noise for a cold model's
-    alg1/alg2). Images are clamped to [-1, 1] before they are written."""
-    out = io.require_empty_output(out)
-    if n < 1:
-        raise KakusanError("n must be >= 1")
+    into ``out``: images/NNNNNN.png (one per seed), samples.npz (images in [-1, 1], seeds, labels or tokens) and
+    grid.png (the first images). ``tokens``: comma-separated sentences for a token model (e.g. "3 7,1 2 5"), instead of
+    labels. ``options``: sampler options (eta for ddim, churn for euler/heun, symmetry_noise for a cold model's
+    alg1/alg2). Images are clamped to [-1, 1] before they are written, and refused if not finite.
+
+    Any n streams: the seeds are cut into chunks of ``chunk``; each chunk is generated, checked and written (its PNGs,
+    then chunks/NNNNNN.npz, which marks it done) before the next starts, so memory does not grow with n.
+    ``resume=True`` continues a killed run in ``out`` (same settings, checked against sampling.json) with no seed
+    missing or doubled. Under ``accelerate launch`` process r of P takes chunks r, r + P, ...; the main process then
+    assembles samples.npz and grid.png — the same bytes as one process, since every chunk is batched the same way."""
+    from accelerate import PartialState
+
+    if n < 1 or chunk < 1 or batch_size < 1:
+        raise KakusanError("n, chunk and batch_size must be >= 1")
     den = Denoiser.from_pretrained(model_folder(model), ema=ema)
     sampler = sampler or den.process.default_sampler
     options = sampler_options(sampler, den.process.sampler(sampler), options)  # fails before any work
@@ -106,28 +122,95 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
         raise KakusanError("give labels or tokens, not both")
     y = parse_labels(den, labels, n) if tokens is None else None
     cond = parse_sentences(den, tokens, n) if tokens is not None else den.cond_from_labels(y)
-    seeds = list(range(seed, seed + n))
     make_denoise = guide_from_spec(den, guide, guidance, interval, guide_ema)
-    t0 = time.time()
-    images = generate(den, seeds, cond=cond, sampler=sampler, steps=steps, schedule=schedule,
-                      batch_size=batch_size, progress=progress, make_denoise=make_denoise,
-                      **options)
+    seeds = list(range(seed, seed + n))
+    manifest = {"model": str(model), "weights": den.info.get("weights"), "n": n, "seed": seed, "sampler": sampler,
+                "steps": steps, "schedule": schedule, "labels": None if labels is None else str(labels),
+                "tokens": tokens, "guide": None if guide is None else str(guide), "guidance": guidance,
+                "interval": None if interval is None else list(interval), "guide_ema": str(guide_ema),
+                "options": options, "batch_size": batch_size, "chunk": chunk}
+    state = PartialState()
+    out, fresh = _start_folder(Path(out), manifest, resume, state)
+    bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+    todo = [i for i in range(state.process_index, len(bounds), state.num_processes) if not _done(out, i)]
+    show = progress and state.is_main_process
+    t0, made = time.time(), 0
+    try:
+        for i in tqdm(todo, desc="sampling", unit="chunk", disable=not show or len(todo) < 2, dynamic_ncols=True):
+            a, b = bounds[i]
+            images = generate(den, seeds[a:b], cond=None if cond is None else cond[a:b], sampler=sampler,
+                              steps=steps, schedule=schedule, batch_size=batch_size, progress=show and len(todo) < 2,
+                              make_denoise=make_denoise, **options)
+            check_finite(images, model, seeds[a:b])
+            images = images.clamp(-1, 1)
+            save_pngs(images, out / "images", [f"{s:06d}" for s in seeds[a:b]])
+            io.write_npz(out / CHUNKS / f"{i:06d}.npz", {"images": images.numpy()})  # the chunk's done-mark, last
+            made += b - a
+    except BaseException:
+        if fresh and state.num_processes == 1 and not made:  # leave no trace of a start that made nothing
+            _remove_start(out, fresh)
+        raise
     seconds = time.time() - t0
-    check_finite(images, model)
-    images = images.clamp(-1, 1)
-    out.mkdir(parents=True, exist_ok=True)
-    names = [f"{s:06d}" for s in seeds]
-    nrow = len(den.info.get("class_names", [])) if labels is None and y is not None else None
-    save_grid(images, out / "grid.png", nrow=nrow or None)
-    save_pngs(images, out / "images", names)
-    arrays = {"images": images.numpy(), "seeds": np.array(seeds)}
-    if y is not None:
-        arrays["labels"] = y.numpy()
-    if tokens is not None:
-        arrays["tokens"] = cond.numpy()
-    np.savez_compressed(out / "samples.npz", **arrays)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        nrow = len(den.info.get("class_names", [])) if labels is None and y is not None else None
+        extra = {"labels": y.numpy()} if y is not None else {}
+        if tokens is not None:
+            extra["tokens"] = cond.numpy()
+        _assemble(out, bounds, np.array(seeds), extra, nrow)
+    state.wait_for_everyone()
     grid_len = len(den.process.sampling_grid(sampler, steps, schedule)) - 1
     return {"out": str(out), "grid": str(out / "grid.png"), "n": n, "sampler": sampler, "steps": grid_len,
             "guide": str(guide) if guide else None, "guidance": guidance, "interval": interval,
-            "nfe": nfe_of(sampler, grid_len), "weights": den.info.get("weights"),
-            "seconds": round(seconds, 2), "img_s": round(n / seconds, 2)}
+            "nfe": nfe_of(sampler, grid_len), "weights": den.info.get("weights"), "generated_here": made,
+            "processes": state.num_processes, "seconds": round(seconds, 2),
+            "img_s": round(made / seconds, 2) if made and seconds > 0 else None}
+
+
+def _done(out: Path, i: int) -> bool:
+    return (out / CHUNKS / f"{i:06d}.npz").is_file()
+
+
+def _start_folder(out: Path, manifest: dict, resume: bool, state) -> tuple[Path, str | None]:
+    """A new or empty ``out`` gets the manifest; ``resume`` needs the same manifest. Returns the folder and, for a
+    fresh start, whether the folder was "new" or "empty" before (None for a resume)."""
+    manifest = json.loads(json.dumps(manifest))  # tuples as lists, as read back
+    if resume and (out / MANIFEST).is_file():
+        stored = io.read_json(out / MANIFEST)
+        changed = sorted(k for k in set(stored) | set(manifest) if stored.get(k) != manifest.get(k))
+        if changed:
+            raise KakusanError(f"{out} holds samples drawn with other settings ({', '.join(changed)}); resume with "
+                               "the same options or choose another output folder")
+        if state.is_main_process:
+            io.remove_staging(out, out / "images", out / CHUNKS)
+        return out, None
+    fresh = "empty" if out.is_dir() else "new"
+    if state.is_main_process:
+        io.require_empty_output(out)
+        io.write_json(manifest, out / MANIFEST)
+    state.wait_for_everyone()
+    return out, fresh
+
+
+def _remove_start(out: Path, fresh: str) -> None:
+    for name in (MANIFEST, "images", CHUNKS):
+        p = out / name
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    if fresh == "new" and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _assemble(out: Path, bounds: list, seeds: np.ndarray, extra: dict, nrow: int | None) -> None:
+    """samples.npz streamed from the chunk files (one in memory at a time), grid.png from the first images, then the
+    chunk files are removed."""
+    parts = lambda: (np.load(out / CHUNKS / f"{i:06d}.npz")["images"] for i in range(len(bounds)))  # noqa: E731
+    first = next(parts())
+    shape = (len(seeds), *first.shape[1:])
+    io.write_npz(out / "samples.npz", {"seeds": seeds, **extra}, stream=("images", shape, np.float32, parts()))
+    shown = []
+    for part in parts():
+        shown.append(part[: GRID_MAX - sum(len(x) for x in shown)])
+        if sum(len(x) for x in shown) >= min(GRID_MAX, len(seeds)):
+            break
+    save_grid(torch.from_numpy(np.concatenate(shown)), out / "grid.png", nrow=nrow or None)
+    shutil.rmtree(out / CHUNKS, ignore_errors=True)

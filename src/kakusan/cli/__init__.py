@@ -148,6 +148,8 @@ def sample(
                                          "cycled, e.g. '3 7,1 2 5' (digit-scenes-s draws those digits)."),
     ema: str = typer.Option("auto", help="EMA length to load (e.g. 0.1), 'raw' or 'auto' (longest)."),
     batch_size: int = typer.Option(64, help="Images per batch."),
+    chunk: int = typer.Option(1000, help="Seeds per chunk: each is written when done, so memory stays flat in n."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run in --out (same options)."),
     guide: Optional[str] = typer.Option(None, help="Guide model (autoguidance) or 'uncond' (classifier-free)."),
     guidance: float = typer.Option(1.0, help="Guidance weight w (1 = no guidance)."),
     interval: Optional[str] = typer.Option(None, help="Guidance interval in sigma: LO,HI (guide only in (LO, HI])."),
@@ -156,14 +158,16 @@ def sample(
                                                    "perfect symmetry) [0.002]."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
-    """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds). Cold models
-    (blur --to-mean, mix, noise) generate from their degraded prior by Algorithm 2."""
+    """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds), chunk by chunk
+    (resumable with --resume; several processes with accelerate launch). Cold models (blur --to-mean, mix, noise)
+    generate from their degraded prior by Algorithm 2."""
     from ..sampling import sample_to_folder
 
     def go():
         typer.echo(json.dumps(sample_to_folder(
             model, out, n=n, sampler=sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn,
-            seed=seed, labels=label, tokens=tokens, ema=ema, batch_size=batch_size, progress=progress, guide=guide,
+            seed=seed, labels=label, tokens=tokens, ema=ema, batch_size=batch_size, chunk=chunk, resume=resume,
+            progress=progress, guide=guide,
             guidance=guidance, interval=_pair(interval, "--interval"), guide_ema=guide_ema,
             symmetry_noise=symmetry_noise)))
 

@@ -162,6 +162,34 @@ def read_json(path: str | Path):
         raise _error(e, Path(path), "read") from e
 
 
+def write_npz(path: str | Path, arrays: dict, stream: tuple | None = None) -> None:
+    """An ``.npz`` (deflated, no pickles) of ``arrays``, written atomically; ``stream = (name, shape, dtype, parts)``
+    adds one large array written part by part (``parts`` yields arrays whose rows fill ``shape`` in order), so it never
+    has to be in memory whole."""
+    import zipfile
+
+    import numpy as np
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+            if stream is not None:
+                name, shape, dtype, parts = stream
+                dtype, rows = np.dtype(dtype), 0
+                with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                             "fortran_order": False, "shape": tuple(shape)})
+                    for part in parts:
+                        part = np.ascontiguousarray(part, dtype=dtype)
+                        rows += len(part)
+                        f.write(part.tobytes())
+                if rows != shape[0]:
+                    raise ValueError(f"{name}: the parts hold {rows} rows, the shape says {shape[0]}")
+            for name, value in arrays.items():
+                with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(value), allow_pickle=False)
+    _atomic_replace(Path(path), write)
+
+
 def write_bytes(data: bytes, path: str | Path) -> None:
     _atomic_replace(Path(path), lambda tmp: Path(tmp).write_bytes(data))
 

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -45,6 +46,8 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()  # read once, at import (setting it is process-wide and not thread-safe)
+# for bench/kill_resume.py: seconds to wait before each rename, so that kills land inside writes (0 = off)
+SLOW_WRITES = float(os.environ.get("KAKUSAN_SLOW_WRITES", "0") or 0)
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -89,6 +92,8 @@ def _atomic_replace(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if SLOW_WRITES:
+            time.sleep(SLOW_WRITES)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException as e:
@@ -222,6 +227,8 @@ def swap_folder(staging: Path, target: Path) -> None:
     """Replace ``target`` by the fully written ``staging`` folder: target -> target.old, staging -> target, rm old."""
     staging, target = Path(staging), Path(target)
     old = target.with_name(target.name + ".old")
+    if SLOW_WRITES:
+        time.sleep(SLOW_WRITES)
     try:
         if old.exists() and target.exists():
             shutil.rmtree(old)

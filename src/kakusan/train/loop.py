@@ -285,12 +285,27 @@ class TrainLoop:
         bar.close()
         elapsed = time.time() - start_time
         summary = {"kimg": self.images_seen / 1000, "step": self.step, "stop": stop_reason, "wall_s": round(elapsed, 1),
-                   "img_s": round((self.images_seen - start_images) / max(elapsed, 1e-9), 2)}
+                   "img_s": round((self.images_seen - start_images) / max(elapsed, 1e-9), 2),
+                   "processes": accel.num_processes, "replicas_identical": self.replicas_identical()}
         if main:
             plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
         if self.tracking:
             accel.end_training()
         return summary
+
+    def replicas_identical(self) -> bool:
+        """Whether every process holds bit-identical weights (a SHA-256 of the raw weights, compared across ranks)."""
+        if self.accel.num_processes == 1:
+            return True
+        import hashlib
+
+        from accelerate.utils import gather
+
+        h = hashlib.sha256()
+        for p in self.accel.unwrap_model(self.objective.model_target()).parameters():
+            h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        mine = torch.tensor([int.from_bytes(h.digest()[:7], "little")], dtype=torch.int64, device=self.accel.device)
+        return bool((gather(mine) == mine).all().item())
 
     def _agree(self, flag: bool) -> bool:
         """The main process's decision, on every process (so that all stop at the same step)."""

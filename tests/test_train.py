@@ -53,7 +53,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_config):
     Trainer(tiny_config(kimg=0.032), tmp_path / "run", progress=False).train()
     before = tree_bytes(tmp_path / "run" / "checkpoint")
     trainer = Trainer(tiny_config(kimg=0.096), tmp_path / "run", resume=True, progress=False)
-    trainer.objective.loss = lambda *a: torch.tensor(float("nan"))
+    trainer.objective.denoising_loss = lambda *a: torch.tensor(float("nan"))
     with pytest.raises(TrainingDiverged, match="checkpoint"):
         trainer.train()
     assert tree_bytes(tmp_path / "run" / "checkpoint") == before

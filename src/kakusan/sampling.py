@@ -19,6 +19,7 @@ from .diffusion.samplers import nfe_of, steps_for_nfe
 from .guidance import guide_from_spec
 from .models import model_folder
 from .utils import io
+from .utils.dist import process_state
 from .utils.images import save_grid, save_pngs
 
 
@@ -110,8 +111,6 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     ``resume=True`` continues a killed run in ``out`` (same settings, checked against sampling.json) with no seed
     missing or doubled. Under ``accelerate launch`` process r of P takes chunks r, r + P, ...; the main process then
     assembles samples.npz and grid.png — the same bytes as one process, since every chunk is batched the same way."""
-    from accelerate import PartialState
-
     if n < 1 or chunk < 1 or batch_size < 1:
         raise KakusanError("n, chunk and batch_size must be >= 1")
     den = Denoiser.from_pretrained(model_folder(model), ema=ema)
@@ -129,7 +128,7 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
                 "tokens": tokens, "guide": None if guide is None else str(guide), "guidance": guidance,
                 "interval": None if interval is None else list(interval), "guide_ema": str(guide_ema),
                 "options": options, "batch_size": batch_size, "chunk": chunk}
-    state = PartialState()
+    state = process_state()
     out, fresh = _start_folder(Path(out), manifest, resume, state)
     bounds = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
     todo = [i for i in range(state.process_index, len(bounds), state.num_processes) if not _done(out, i)]

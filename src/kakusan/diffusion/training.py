@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
+from ..utils.dist import process_state
 
 from .. import KakusanError
 from ..cold import build_degradation
@@ -96,7 +96,7 @@ class DiffusionObjective(DenoiserObjective):
     def __init__(self, config: TrainConfig, data: ImageDataset | None = None):
         self.config = config.validate()
         self.data = data or load_dataset(config.data, config.image_size, config.channels)
-        device = PartialState().device
+        device = process_state().device
         torch.manual_seed(config.seed)  # the initial weights
         self.model = build_model(config, self.data).to(device)
         self.l1 = (self.model.process.default_loss if config.loss == "auto" else config.loss) == "l1"
@@ -115,24 +115,30 @@ class DiffusionObjective(DenoiserObjective):
             self.forward = torch.compile(self.net)
 
     def loss(self, x0: torch.Tensor, cond, generator: torch.Generator) -> torch.Tensor:
+        """The training loss (Karras et al. 2022, eq. 8) on a batch, its noise levels and noise drawn here."""
+        sigma = self.model.process.sample_t(x0.shape[0], generator, x0.device)
+        return self.denoising_loss(x0, self.model.process.degrade(x0, sigma, generator), sigma, cond)
+
+    def denoising_loss(self, x0, x, sigma, cond) -> torch.Tensor:
+        """The weighted error of the denoiser on degraded images x at levels sigma."""
         process = self.model.process
-        sigma = process.sample_t(x0.shape[0], generator, x0.device)
-        x = process.degrade(x0, sigma, generator)
         D = preconditioned(process, self.forward, x, sigma, cond,
                            autocast=torch.bfloat16 if self.config.precision == "bf16" else None)
         error = (D - x0).abs() if self.l1 else (D - x0) ** 2
         return (per_sample(process.loss_weight(sigma), x) * error).mean()
 
     def train_step(self, loop):
-        idx = loop.local_batch(len(self.data))
-        device = loop.accel.device
+        idx, device, generator = loop.global_batch(len(self.data)), loop.accel.device, loop.generator
         x0 = self.data.images[idx].to(device)
         if self.config.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
-        generator = loop.generator
+        # the random numbers of the whole global batch, in the one-process order; then this process's share
         cond = drop_condition(self.model, condition_of(self.model, self.data, idx, device), self.config.label_dropout,
                               generator)
-        loss = self.loss(x0, cond, generator)
+        sigma = self.model.process.sample_t(len(idx), generator, device)
+        x = self.model.process.degrade(x0, sigma, generator)
+        x0, x, sigma, cond = loop.share(x0, x, sigma, cond)
+        loss = self.denoising_loss(x0, x, sigma, cond)
         grad_norm = loop.optimize("model", loss, self.net.parameters())
         return {"loss": loss.item(), "grad_norm": grad_norm}
 

@@ -94,10 +94,10 @@ class ClassifierObjective(Objective):
 
     def train_step(self, loop):
         self.forward.train()
-        idx = loop.local_batch(len(self.images))
+        idx = loop.global_batch(len(self.images))
         device = loop.accel.device
-        x = augment(self.images[idx], loop.cpu_generator).to(device)  # augmentation draws on the CPU
-        loss = F.cross_entropy(self.forward(x), self.labels[idx].to(device), label_smoothing=0.05)
+        x, labels = loop.share(augment(self.images[idx], loop.cpu_generator), self.labels[idx])  # drawn on the CPU
+        loss = F.cross_entropy(self.forward(x.to(device)), labels.to(device), label_smoothing=0.05)
         loop.optimize("model", loss, self.forward.parameters())
         return {"loss": loss.item()}
 

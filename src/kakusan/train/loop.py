@@ -2,9 +2,11 @@
 processes / GPUs), a run folder, a progress bar, the learning-rate schedule, a NaN guard, power-function EMAs, a
 metrics log (``metrics.jsonl`` and optionally an accelerate tracker), preview grids, snapshots and atomic checkpoints.
 
-Exact resume: an objective draws its data and noise as pure functions of (seed, step, process rank) — see
-:func:`batch_indices` and :func:`step_generator` — so restoring weights, EMAs, optimizers and the step counter
-continues bit for bit where training stopped.
+Exact resume: an objective draws its data and noise as pure functions of (seed, step) — see :func:`batch_indices`
+and :func:`step_generator` — so restoring weights, EMAs, optimizers and the step counter continues bit for bit where
+training stopped. Every process draws the random numbers of the whole global batch and keeps its share
+(:meth:`TrainLoop.share`), so a run on P processes is the one-process run up to the rounding of the gradient
+all-reduce, and a run may be resumed on another number of processes.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .. import KakusanError
 from ..utils.images import save_grid
 from ..utils.plots import plot_loss
 from ..utils import io
+from ..utils.dist import use_cpu
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_CHANGES, LoopConfig
 from .ema import PowerEMA
@@ -33,9 +36,9 @@ class TrainingDiverged(KakusanError):
     pass
 
 
-# Seeds of the data order and of each step's noise. Large primes keep (seed, epoch) and (seed, step, rank) apart:
-# two different triples give the same seed only for runs of more than ~1e6 epochs, 1e3 steps per seed apart, or 1e3
-# processes, far beyond any run here.
+# Seeds of the data order and of each step's noise. Large primes keep (seed, epoch) and (seed, step) apart: two
+# different pairs give the same seed only for runs of more than ~1e6 epochs or seeds ~1e6 steps apart, far beyond
+# any run here. (STEP_PRIME once kept process ranks apart; it stays so that the noise of earlier runs is unchanged.)
 EPOCH_PRIME, SEED_PRIME, STEP_PRIME = 1_000_003, 7919, 1009
 
 
@@ -52,9 +55,9 @@ def batch_indices(seed: int, n: int, batch: int, step: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def step_generator(seed: int, step: int, rank: int, device="cpu") -> torch.Generator:
-    """The generator of all random draws of one training step on one process."""
-    return torch.Generator(device).manual_seed((seed * SEED_PRIME + step) * STEP_PRIME + rank)
+def step_generator(seed: int, step: int, device="cpu") -> torch.Generator:
+    """The generator of all random draws of one training step: the same on every process."""
+    return torch.Generator(device).manual_seed((seed * SEED_PRIME + step) * STEP_PRIME)
 
 
 def lr_at(base: float, config: LoopConfig, images_seen: int) -> float:
@@ -155,7 +158,7 @@ class TrainLoop:
         with warnings.catch_warnings():  # a tracker that is not installed is our error below, not a warning
             warnings.filterwarnings("ignore", message=".*no supported trackers are currently installed")
             try:
-                self.accel = Accelerator(log_with=trackers, project_dir=str(self.run_dir))
+                self.accel = Accelerator(log_with=trackers, project_dir=str(self.run_dir), cpu=use_cpu())
             except ValueError as e:  # an unknown tracker name
                 raise KakusanError(f"log_with {config.log_with!r}: {e}") from None
         self.tracking = bool(trackers)
@@ -183,18 +186,28 @@ class TrainLoop:
     # --- helpers for objectives ------------------------------------------------------------------------------
     @property
     def generator(self) -> torch.Generator:
-        """This step's generator on this process, on the training device."""
-        return step_generator(self.config.seed, self.step, self.accel.process_index, self.accel.device)
+        """This step's generator, on the training device; the same on every process (draw for the global batch,
+        then keep this process's :meth:`share`)."""
+        return step_generator(self.config.seed, self.step, self.accel.device)
 
     @property
     def cpu_generator(self) -> torch.Generator:
-        """This step's generator on this process, on the CPU (for data drawn on the CPU)."""
-        return step_generator(self.config.seed, self.step, self.accel.process_index)
+        """This step's generator on the CPU (for data drawn on the CPU); the same on every process."""
+        return step_generator(self.config.seed, self.step)
+
+    def global_batch(self, n: int) -> torch.Tensor:
+        """The indices (into a data set of n items) of this step's global batch."""
+        return batch_indices(self.config.seed, n, self.config.batch_size, self.step)
+
+    def share(self, *tensors):
+        """This process's share (items r, r + P, ...) of tensors that hold the whole global batch; None stays None."""
+        r, p = self.accel.process_index, self.accel.num_processes
+        out = tuple(None if t is None else t[r::p] for t in tensors)
+        return out if len(out) > 1 else out[0]
 
     def local_batch(self, n: int) -> torch.Tensor:
-        """This process's share of the indices (into a data set of n items) of this step's global batch."""
-        idx = batch_indices(self.config.seed, n, self.config.batch_size, self.step)
-        return idx[self.accel.process_index::self.accel.num_processes]
+        """This process's share of the indices of this step's global batch."""
+        return self.share(self.global_batch(n))
 
     def guard(self, what: str, value: torch.Tensor) -> None:
         """Stop with a clear message (the last good checkpoint untouched) when ``value`` is not finite."""

@@ -186,7 +186,11 @@ def _start_folder(out: Path, manifest: dict, resume: bool, state) -> tuple[Path,
     fresh = "empty" if out.is_dir() else "new"
     if state.is_main_process:
         io.require_empty_output(out)
-        io.write_json(manifest, out / MANIFEST)
+        try:
+            io.write_json(manifest, out / MANIFEST)
+        except BaseException:
+            _remove_start(out, fresh)
+            raise
     state.wait_for_everyone()
     return out, fresh
 

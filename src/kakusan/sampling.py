@@ -113,10 +113,14 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     assembles samples.npz and grid.png — the same bytes as one process, since every chunk is batched the same way."""
     if n < 1 or chunk < 1 or batch_size < 1:
         raise KakusanError("n, chunk and batch_size must be >= 1")
+    if seed < 0:
+        raise KakusanError(f"seed must be >= 0 (got {seed})")
+    if steps is not None and steps < 1:
+        raise KakusanError(f"steps must be >= 1 (got {steps})")
     den = Denoiser.from_pretrained(model_folder(model), ema=ema)
     sampler = sampler or den.process.default_sampler
     options = sampler_options(sampler, den.process.sampler(sampler), options)  # fails before any work
-    steps = steps or steps_for_nfe(sampler, nfe)
+    steps = steps if steps is not None else steps_for_nfe(sampler, nfe)
     if tokens is not None and labels is not None:
         raise KakusanError("give labels or tokens, not both")
     y = parse_labels(den, labels, n) if tokens is None else None

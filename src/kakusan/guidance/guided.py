@@ -10,6 +10,8 @@ Every network evaluation of every sampler goes through :func:`make_guided`'s den
 """
 from __future__ import annotations
 
+import math
+
 from typing import Callable
 
 import torch
@@ -58,6 +60,8 @@ def guide_from_spec(main, guide, w: float, interval=None, guide_ema="auto"):
     (autoguidance), which must share the main model's conditioning, image shape and classes."""
     from ..diffusion.denoiser import Denoiser
 
+    if not math.isfinite(w):
+        raise KakusanError(f"the guidance weight must be a finite number (got {w})")
     if guide is None:
         if w != 1:
             raise KakusanError("a guidance weight other than 1 needs a guide (a guide model, or 'uncond' for "

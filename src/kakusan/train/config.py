@@ -3,6 +3,7 @@ of the core and of cold diffusion (:class:`TrainConfig`). Stored as ``train_conf
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .. import KakusanError
@@ -12,8 +13,16 @@ from ..nets import COND_TYPES, check_preset, check_time_conditioning
 from .ema import MAX_SIGMA_REL
 
 PROCESS_NAMES = ("edm", "ddpm", *DEGRADATIONS)
+# Pixel-space training beyond this is out of any budget this project targets (and a typo like 10000 would otherwise
+# ask the allocator for terabytes).
+MAX_IMAGE_SIZE = 1024
 # Only the training length may change when a run is resumed: anything else would make it a different run.
 RESUMABLE_CHANGES = ("kimg", "minutes")
+
+
+def _positive(v: float) -> bool:
+    """v > 0 and finite (nan and inf are refused too)."""
+    return math.isfinite(v) and v > 0
 
 
 @dataclass
@@ -41,9 +50,18 @@ class LoopConfig:
     def validate(self):
         checks = [
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.kimg > 0, "kimg must be > 0"),
-            (self.minutes is None or self.minutes > 0, "minutes must be > 0"),
-            (self.lr > 0, "lr must be > 0"),
+            (_positive(self.kimg), "kimg must be > 0"),
+            (self.minutes is None or _positive(self.minutes), "minutes must be > 0"),
+            (_positive(self.lr), "lr must be > 0"),
+            (self.warmup_kimg == 0 or _positive(self.warmup_kimg), "warmup_kimg must be >= 0"),
+            (self.lr_decay_kimg is None or _positive(self.lr_decay_kimg), "lr_decay_kimg must be > 0"),
+            (self.weight_decay == 0 or _positive(self.weight_decay), "weight_decay must be >= 0"),
+            (self.grad_clip == 0 or _positive(self.grad_clip), "grad_clip must be >= 0 (0: no clipping)"),
+            (self.seed >= 0, "seed must be >= 0"),
+            (all(_positive(v) for v in (self.checkpoint_kimg, self.sample_kimg, self.log_kimg)),
+             "checkpoint_kimg, sample_kimg and log_kimg must be > 0"),
+            (all(_positive(v) for v in self.snapshot_kimg), "snapshot_kimg must hold numbers > 0"),
+            (self.sample_grid >= 1, "sample_grid must be >= 1"),
             (all(0 <= b < 1 for b in self.adam_betas) and len(self.adam_betas) == 2, "adam_betas must be 2 in [0, 1)"),
             (all(0 < s < MAX_SIGMA_REL for s in self.ema_stds),
              f"EMA lengths (sigma_rel) must be in (0, {MAX_SIGMA_REL:.4f})"),
@@ -108,9 +126,12 @@ class TrainConfig(LoopConfig):
         if self.process in DEGRADATIONS or self.to_mean:
             check_options(self.process, self.steps, self.to_mean)
         checks = [
+            (8 <= self.image_size <= MAX_IMAGE_SIZE, f"image_size must be between 8 and {MAX_IMAGE_SIZE}"),
+            (self.channels in (None, 1, 3), "channels must be 1 or 3"),
             (0 <= self.label_dropout < 1, "label_dropout must be in [0, 1)"),
+            (math.isfinite(self.p_mean), "p_mean must be a finite number"),
             (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
-            (self.p_std > 0, "p_std must be > 0"),
+            (_positive(self.p_std), "p_std must be > 0"),
             (self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16"),
             (self.cond in ("auto", *COND_TYPES), f"cond must be auto, {', '.join(COND_TYPES)}"),
             (self.beta_schedule in BETA_SCHEDULES, f"beta_schedule must be {' or '.join(BETA_SCHEDULES)}"),

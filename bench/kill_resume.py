@@ -1,7 +1,7 @@
 """Kill anywhere: SIGKILL `kakusan train` and `kakusan sample` at random moments (some inside checkpoint writes),
 resume each time, and compare with uninterrupted runs bit for bit.
 
-    python bench/kill_resume.py [--kills 20] [--sample-kills 8] [--seed 0]
+    python bench/kill_resume.py [--kills 20] [--sample-kills 8] [--pair-kills 8] [--seed 0]
 
 Training: a small run (preset xs, 16x16 MNIST, a checkpoint every 64 images) is first run uninterrupted. The same run
 is then started and killed ``--kills`` times: at a random moment, or — every third kill — as soon as a checkpoint write
@@ -9,8 +9,9 @@ is seen in progress (its staging folder exists; the writer waits ``KAKUSAN_SLOW_
 that the window is wide), then resumed with ``--resume``. After every kill the checkpoint left on disk must load
 (model, EMAs, optimizer, counters). At the end the raw weights, every EMA, the optimizer state and images-seen must
 equal the uninterrupted run's exactly. Sampling: the same with ``kakusan sample --chunk`` and ``--resume``; the
-samples.npz must be byte-identical in content. Last line: one JSON object
-``{kills, resumed, corrupt, identical, images_seen, sample: {kills, resumed, identical}}``.
+samples.npz must be byte-identical in content. Pair generation for distillation (``kakusan distill pairs``, resumed by
+running it again): every shard must equal the uninterrupted run's. Last line: one JSON object
+``{kills, resumed, corrupt, identical, images_seen, sample: {kills, resumed, identical}, pairs: {...}}``.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ TRAIN = ["--data", "mnist", "--image-size", "16", "--preset", "xs", "--batch-siz
          "--warmup-kimg", "0.1", "--checkpoint-kimg", "0.064", "--sample-kimg", "100",
          "--no-progress"]
 SAMPLE = ["--n", "600", "--nfe", "3", "--chunk", "50", "--batch-size", "25", "--no-progress"]
+PAIRS = ["--n", "600", "--sampler", "euler", "--nfe", "3", "--shard-size", "50", "--batch-size", "25", "--no-progress"]
 
 
 def run(args: list[str], env=None) -> subprocess.CompletedProcess:
@@ -155,10 +157,30 @@ def bench_sampling(tmp: Path, model: Path, kills: int, rng: random.Random, env: 
     return {"kills": n_killed, "resumed": resumed, "identical": identical}
 
 
+def bench_pairs(tmp: Path, teacher: Path, kills: int, rng: random.Random, env: dict) -> dict:
+    full, killed = tmp / "p-full", tmp / "p-killed"
+    args = lambda out: ["distill", "pairs", "--teacher", str(teacher), "--out", str(out), *PAIRS]  # noqa: E731
+    t0 = time.time()
+    run(args(full))
+    duration = time.time() - t0
+    print(f"uninterrupted pair generation: {duration:.1f} s", flush=True)
+    n_killed = 0
+    while n_killed < kills and run_and_kill(args(killed), env, rng, None, 0.6 * duration):
+        n_killed += 1
+        print(f"  pairs kill {n_killed}", flush=True)
+    run(args(killed))  # rerunning resumes
+    a, b = tensors(full), tensors(killed)
+    identical = same_tensors(a, b) and len(a) == 600 // 50
+    print(f"pairs: {n_killed} kills, {n_killed} resumes, {len(b)} shards {'identical' if identical else 'DIFFERENT'}",
+          flush=True)
+    return {"kills": n_killed, "resumed": n_killed, "identical": identical, "shards": len(b)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--sample-kills", type=int, default=8)
+    ap.add_argument("--pair-kills", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -167,7 +189,8 @@ def main():
         tmp = Path(d)
         training = bench_training(tmp, args.kills, rng, env)
         sampling = bench_sampling(tmp, tmp / "full", args.sample_kills, rng, env)
-    print(json.dumps({**training, "sample": sampling}))
+        pairs = bench_pairs(tmp, tmp / "full", args.pair_kills, rng, env)
+    print(json.dumps({**training, "sample": sampling, "pairs": pairs}))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def _destroy_process_group() -> None:
 
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
-    except Exception:  # noqa: BLE001 — exiting anyway
+    except (RuntimeError, ValueError):  # exiting anyway
         pass
 
 

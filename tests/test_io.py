@@ -3,6 +3,7 @@ import errno
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,8 +89,11 @@ def test_a_damaged_safetensors_file_is_refused_naming_it(tmp_path):
 def test_written_files_and_folders_follow_the_umask(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "UMASK", 0o022)
     io.write_json({"a": 1}, tmp_path / "x.json")
+    io.save_tensors({"w": torch.ones(2)}, tmp_path / "w.safetensors")  # safetensors writes a file of its own
+    io.write_npz(tmp_path / "s.npz", {"a": np.zeros(2)})
     staging = io.staging_folder(tmp_path / "ckpt")
-    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+    for name in ("x.json", "w.safetensors", "s.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     assert staging.stat().st_mode & 0o777 == 0o755
 
 

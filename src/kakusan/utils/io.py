@@ -88,8 +88,8 @@ def _atomic_replace(path: Path, write) -> None:
     except OSError as e:
         raise _error(e, path.parent, "write into") from e
     try:
-        os.chmod(tmp, 0o666 & ~UMASK)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # after the write: a writer may replace the file (safetensors does)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if SLOW_WRITES:

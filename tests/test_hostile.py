@@ -138,3 +138,22 @@ def test_a_bad_image_in_a_data_folder_is_one_line_naming_it(tmp_path, monkeypatc
     lines = r.output.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: cannot read image {target}"), r.output
     assert tree_bytes(folder) == before
+
+
+@pytest.mark.parametrize("guide", ["mnist-s",          # a 32x32 guide for a 16x16 model
+                                   "digit-scenes-s",   # token conditioning for a class-conditional model
+                                   "five"])            # five classes for a three-class model
+def test_a_guide_that_does_not_fit_is_one_line_exit_2_and_untouched(good, tmp_path, guide):
+    main = tmp_path / "main"
+    shutil.copytree(good, main)
+    if guide == "five":
+        guide = tmp_path / "five"
+        Denoiser.create(UNetConfig(preset="xs", image_size=16, cond_type="class", num_classes=5),
+                        EDMProcess()).save_pretrained(guide)
+    before = tree_bytes(main)
+    r = CliRunner().invoke(app, ["sample", str(main), "--guide", str(guide), "--guidance", "2", "--out",
+                                 str(tmp_path / "s"), "-n", "2", "--steps", "2", "--no-progress"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert f"guide {guide} does not match" in lines[0], lines[0]
+    assert tree_bytes(main) == before and not (tmp_path / "s").exists()

@@ -81,7 +81,7 @@ def test_bad_pair_sets_and_teachers_are_refused_without_touching_anything(teache
     assert (tmp_path / "other" / "mine.txt").read_text() == "keep"
     shard = tmp_path / "p" / "shard-00001.safetensors"
     shard.write_bytes(shard.read_bytes()[:100])  # truncated
-    with pytest.raises(KakusanError, match="shard-00001.safetensors is damaged"):
+    with pytest.raises(KakusanError, match="shard-00001.safetensors is not a readable safetensors file; it is trunc"):
         load_pairs(tmp_path / "p")
     with pytest.raises(KakusanError, match="not a pair set"):
         load_pairs(tmp_path / "other")

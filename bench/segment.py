@@ -1,6 +1,7 @@
 """EmerDiff on held-out digit scenes: mIoU against naive upsampling and pixel k-means, with ablations.
 
-    python bench/segment.py [--model digit-scenes-s] [--n 200] [--k 6] [--figure docs/images/segment-scenes.png]
+    python bench/segment.py [--model digit-scenes-s] [--n 200] [--k 6] [--feature-layer auto]
+                            [--figure docs/images/segment-scenes.png]
 
 Scenes: the first n of ``digit-scenes-heldout`` (digits the model never saw). Every method predicts K segments per
 scene and is scored by the unsupervised protocol (Hungarian matching of predicted to ground-truth segments per image,
@@ -57,12 +58,13 @@ def main():
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--ablate-n", type=int, default=100, help="scenes per ablation row")
+    ap.add_argument("--feature-layer", default="auto", help="cross-attention layer of the queries [auto: the paper's]")
     ap.add_argument("--figure", help="PNG: scenes | ground truth | naive upsampling | EmerDiff")
     args = ap.parse_args()
 
     model = Denoiser.from_pretrained(model_folder(args.model))
     ds = load_dataset("digit-scenes-heldout", image_size=model.image_shape[-1])
-    base = EmerDiffSettings(k=args.k)
+    base = EmerDiffSettings(k=args.k, feature_layer=args.feature_layer)
     print(f"{args.model}: {args.n} held-out scenes, K = {args.k}", flush=True)
     miou, naive, sec, results, s_emer, s_naive = run(model, ds, args.n, base)
     pixel = np.array([matched_iou(pixel_kmeans(ds.images[i], args.k), ds.segments[i].long()) for i in range(args.n)])

@@ -1,6 +1,6 @@
 """EmerDiff on held-out digit scenes: mIoU against naive upsampling and pixel k-means, with ablations.
 
-    python bench/segment.py [--model digit-scenes-s] [--n 200] [--k 6] [--feature-layer auto]
+    python bench/segment.py [--model digit-scenes-s] [--n 200] [--k 6] [--feature-layer auto] [--smooth 1] [--steps 5]
                             [--figure docs/images/segment-scenes.png]
 
 Scenes: the first n of ``digit-scenes-heldout`` (digits the model never saw). Every method predicts K segments per
@@ -59,12 +59,14 @@ def main():
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--ablate-n", type=int, default=100, help="scenes per ablation row")
     ap.add_argument("--feature-layer", default="auto", help="cross-attention layer of the queries [auto: the paper's]")
+    ap.add_argument("--smooth", type=float, default=EmerDiffSettings.smooth, help="Gaussian std of the difference maps")
+    ap.add_argument("--steps", type=int, default=EmerDiffSettings.steps, help="DDIM steps from t_m to 0")
     ap.add_argument("--figure", help="PNG: scenes | ground truth | naive upsampling | EmerDiff")
     args = ap.parse_args()
 
     model = Denoiser.from_pretrained(model_folder(args.model))
     ds = load_dataset("digit-scenes-heldout", image_size=model.image_shape[-1])
-    base = EmerDiffSettings(k=args.k, feature_layer=args.feature_layer)
+    base = EmerDiffSettings(k=args.k, feature_layer=args.feature_layer, smooth=args.smooth, steps=args.steps)
     print(f"{args.model}: {args.n} held-out scenes, K = {args.k}", flush=True)
     miou, naive, sec, results, s_emer, s_naive = run(model, ds, args.n, base)
     pixel = np.array([matched_iou(pixel_kmeans(ds.images[i], args.k), ds.segments[i].long()) for i in range(args.n)])

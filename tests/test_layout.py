@@ -14,10 +14,12 @@ STAGES = {
     "kakusan.data": 1,
     # forward processes and their reverse-time samplers: pure math on tensors
     "kakusan.diffusion.schedules": 2, "kakusan.diffusion.process": 2, "kakusan.diffusion.exact": 2,
-    "kakusan.diffusion.samplers": 2, "kakusan.cold": 2, "kakusan.cold.degradations": 2, "kakusan.cold.sampling": 2,
+    "kakusan.diffusion.samplers": 2, "kakusan.diffusion.schedulers": 2,
+    "kakusan.cold": 2, "kakusan.cold.degradations": 2, "kakusan.cold.sampling": 2,
     "kakusan.nets": 3, "kakusan.diffusion.denoiser": 3,
     "kakusan.train": 4,
     "kakusan.diffusion": 5, "kakusan.diffusion.generate": 5, "kakusan.diffusion.training": 5,
+    "kakusan.diffusion.grids": 5,
     "kakusan.guidance": 5, "kakusan.cold.restore": 5, "kakusan.sampling": 5, "kakusan.models": 5,
     "kakusan.metrics": 6, "kakusan.report": 6, "kakusan.distill": 6, "kakusan.segment": 6,
     "kakusan.guidance.sweep": 6,  # an experiment that scores samples: it needs the metrics

@@ -7,7 +7,8 @@ import torch
 from kakusan.diffusion import schedules
 from kakusan.diffusion.exact import GaussianMixture
 from kakusan.diffusion.process import DDPMProcess
-from kakusan.diffusion.samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler, sample_heun
+from kakusan.diffusion.samplers import (sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_dpmpp_3m, sample_euler,
+                                        sample_heun)
 
 N = 4000
 GAUSS = GaussianMixture([1.0], [[0.4, -0.3]], [[[0.25, 0.12], [0.12, 0.16]]])
@@ -23,6 +24,7 @@ CASES = {
     "ddim": (sample_ddim, lambda: schedules.spaced_sigmas(DDPM.sigmas, 100), {}),
     "ddim_eta": (sample_ddim, lambda: schedules.spaced_sigmas(DDPM.sigmas, 250), {"eta": 0.5}),
     "dpmpp2m": (sample_dpmpp_2m, lambda: schedules.karras_sigmas(30, 0.002, 80), {}),
+    "dpmpp3m": (sample_dpmpp_3m, lambda: schedules.karras_sigmas(30, 0.002, 80), {}),
     "ddpm": (sample_ddpm, lambda: schedules.spaced_sigmas(DDPM.sigmas, 1000), {}),
 }
 
@@ -157,3 +159,12 @@ def test_dpmpp_2m_is_second_order_on_the_exact_probability_flow():
     assert err["dpm"][1] / err["dpm"][2] > 3 and err["dpm"][0] / err["dpm"][1] > 3, err
     assert err["euler"][1] / err["euler"][2] < 2.5, err
     assert all(d < e for d, e in zip(err["dpm"], err["euler"])), err
+
+
+def test_ddim_is_euler_in_the_sigma_view():
+    """DDIM (eta = 0) and Euler's method on the probability-flow ODE are one update, x_next = x0_hat + sigma_next
+    eps_hat, so on the same grid they give the same samples (only the grid tells them apart)."""
+    sigmas = schedules.karras_sigmas(12, 0.002, 80)
+    x = 80 * torch.randn(512, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(sample_ddim(MIXTURE.denoise, x, sigmas), sample_euler(MIXTURE.denoise, x, sigmas),
+                          atol=1e-10)

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from . import KakusanError
-from .diffusion.denoiser import CONFIG_FILE, RAW, Denoiser, ema_variant
+from .diffusion.denoiser import CONFIG_FILE, RAW, SOLVER_FILE, Denoiser, ema_variant
 from .diffusion.process import TIME_UNITS
 from .utils import io
 from .zoo import resolve_model
@@ -35,6 +35,8 @@ def describe(model: str | Path) -> dict:
         "size_mb": round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20, 2),
         "resumable": run is not None and (folder.parent / "train_state.json").is_file(),
         "train_config": config.get("train_config", {}),
+        "default_sampling": den.default_sampling(),
+        "optimized_grids": {k: sorted(v, key=int) for k, v in den.solver.get("grids", {}).items()},
     }
 
 
@@ -65,6 +67,8 @@ def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None =
     io.write_json({**(card or {}), "images_seen": config.get("images_seen"), "train_minutes": wall,
                    "seed": config.get("train_config", {}).get("seed"), "ema_stds": sorted(emas), "raw_weights": raw},
                   staging / "card.json")
+    if model.solver:  # optimised grids and default sampling travel with the weights
+        io.write_json(model.solver, staging / SOLVER_FILE)
     io.swap_folder(staging, dst)
     return dst
 
@@ -128,5 +132,7 @@ def convert_legacy(src: str | Path, dst: str | Path) -> Path:
         card = io.read_json(src / "card.json")
         io.write_json({**card, "layout": "converted from the kakusan 0.1 layout by `kakusan convert`"},
                       staging / "card.json")
+    if model.solver:  # optimised grids and default sampling travel with the weights
+        io.write_json(model.solver, staging / SOLVER_FILE)
     io.swap_folder(staging, dst)
     return dst

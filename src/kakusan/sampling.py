@@ -95,8 +95,21 @@ CHUNKS = "chunks"  # chunks/NNNNNN.npz: one finished chunk of images each (remov
 GRID_MAX = 100  # grid.png shows the first images only
 
 
+def choose_sampling(den, sampler: str | None, nfe: int | None, schedule: str) -> tuple[str, int, str]:
+    """(sampler, nfe, schedule): what was given, the rest from the model's defaults (solver.json: e.g. dpmpp3m at
+    5 NFE on its optimized grid) when no sampler is given, else 35 NFE."""
+    own = den.default_sampling()
+    if sampler is not None:
+        return sampler, nfe if nfe is not None else 35, schedule
+    nfe = nfe if nfe is not None else own["nfe"]
+    if schedule == "auto" and (own["schedule"] != "optimized" or den.stored_grid(own["sampler"], nfe) is not None):
+        schedule = own["schedule"]
+    return own["sampler"], nfe, schedule
+
+
 def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler: str | None = None,
-                     steps: int | None = None, nfe: int = 35, schedule: str = "auto", seed: int = 0, labels=None,
+                     steps: int | None = None, nfe: int | None = None, schedule: str = "auto", seed: int = 0,
+                     labels=None,
                      tokens=None, ema="auto", batch_size: int = 64, progress: bool = True,
                      guide: str | Path | None = None, guidance: float = 1.0, interval: tuple[float, float] | None = None,
                      guide_ema="auto", chunk: int = 1000, resume: bool = False, **options) -> dict:
@@ -118,9 +131,10 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
     if steps is not None and steps < 1:
         raise KakusanError(f"steps must be >= 1 (got {steps})")
     den = Denoiser.from_pretrained(model_folder(model), ema=ema)
-    sampler = sampler or den.process.default_sampler
+    sampler, nfe, schedule = choose_sampling(den, sampler, nfe, schedule)
     options = sampler_options(sampler, den.process.sampler(sampler), options)  # fails before any work
     steps = steps if steps is not None else steps_for_nfe(sampler, nfe)
+    den.sampling_grid(sampler, steps, schedule)  # fails before any work (e.g. no optimized grid for this NFE)
     if tokens is not None and labels is not None:
         raise KakusanError("give labels or tokens, not both")
     y = parse_labels(den, labels, n) if tokens is None else None
@@ -162,12 +176,19 @@ def sample_to_folder(model: str | Path, out: str | Path, *, n: int = 64, sampler
             extra["tokens"] = cond.numpy()
         _assemble(out, bounds, np.array(seeds), extra, nrow)
     state.wait_for_everyone()
-    grid_len = len(den.process.sampling_grid(sampler, steps, schedule)) - 1
+    grid_len = len(den.sampling_grid(sampler, steps, schedule)) - 1
     return {"out": str(out), "grid": str(out / "grid.png"), "n": n, "sampler": sampler, "steps": grid_len,
+            "schedule": schedule, "sampling_note": _default_note(den, sampler, nfe_of(sampler, grid_len), schedule),
             "guide": str(guide) if guide else None, "guidance": guidance, "interval": interval,
             "nfe": nfe_of(sampler, grid_len), "weights": den.info.get("weights"), "generated_here": made,
             "processes": state.num_processes, "seconds": round(seconds, 2),
             "img_s": round(made / seconds, 2) if made and seconds > 0 else None}
+
+
+def _default_note(den, sampler: str, nfe: int, schedule: str) -> str:
+    """The model's note on its default sampling (e.g. how it was chosen), if that is what was used."""
+    own = den.default_sampling()
+    return own["note"] if (own["sampler"], own["nfe"], own["schedule"]) == (sampler, nfe, schedule) else ""
 
 
 def _done(out: Path, i: int) -> bool:

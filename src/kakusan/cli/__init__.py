@@ -135,11 +135,15 @@ def sample(
     model: str = typer.Argument(..., help="Model folder (a run's checkpoint/ or snapshot) or shipped model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),
     n: int = typer.Option(64, "--n", "-n", help="Number of images."),
-    sampler: Optional[str] = typer.Option(None, help="heun | euler | dpmpp2m | ddim | ddpm; cold models: alg2 | "
-                                          "alg1 [the model's own: heun, or alg2 for a cold model]."),
+    sampler: Optional[str] = typer.Option(None, help="heun | euler | dpmpp2m | dpmpp3m | ddim | ddpm | unipc; cold "
+                                          "models: alg2 | alg1 [the model's own default, see `kakusan info`]."),
+    scheduler: Optional[str] = typer.Option(None, help="Any diffusers scheduler class instead of --sampler, e.g. "
+                                            "DEISMultistepScheduler."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps [from --nfe]."),
-    nfe: int = typer.Option(35, help="Network evaluations, if --steps is not given (Heun: steps = (nfe+1)/2)."),
-    schedule: str = typer.Option("auto", help="auto | karras | uniform (DDPM discrete steps)."),
+    nfe: Optional[int] = typer.Option(None, help="Network evaluations, if --steps is not given (Heun: steps = "
+                                      "(nfe+1)/2) [the model's default, else 35]."),
+    schedule: str = typer.Option("auto", help="auto | karras | uniform (DDPM discrete steps) | optimized (the "
+                                 "model's stored grid) | exponential (diffusers schedulers)."),
     eta: Optional[float] = typer.Option(None, help="DDIM eta (0 deterministic, 1 ancestral) [0]."),
     churn: Optional[float] = typer.Option(None, help="EDM S_churn for euler/heun [0]."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
@@ -164,8 +168,10 @@ def sample(
     from ..sampling import sample_to_folder
 
     def go():
+        if scheduler and sampler:
+            raise KakusanError("give --sampler or --scheduler, not both")
         typer.echo(json.dumps(sample_to_folder(
-            model, out, n=n, sampler=sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn,
+            model, out, n=n, sampler=f"diffusers:{scheduler}" if scheduler else sampler, steps=steps, nfe=nfe, schedule=schedule, eta=eta, churn=churn,
             seed=seed, labels=label, tokens=tokens, ema=ema, batch_size=batch_size, chunk=chunk, resume=resume,
             progress=progress, guide=guide,
             guidance=guidance, interval=_pair(interval, "--interval"), guide_ema=guide_ema,
@@ -239,7 +245,8 @@ def report(
     model: str = typer.Argument("mnist-s", help="Model folder or shipped model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; must be empty or new)."),
     n: int = typer.Option(200, help="Number of samples (classes cycle)."),
-    nfe: int = typer.Option(35, help="Heun network evaluations."),
+    nfe: Optional[int] = typer.Option(None, help="Network evaluations [the model's default sampling: see `kakusan "
+                                      "info`]."),
     seed: int = typer.Option(0),
     ema: str = typer.Option("auto", help="EMA length, 'raw' or 'auto'."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -373,9 +380,11 @@ from .distill import distill_app  # noqa: E402  (its commands use the helpers ab
 
 app.add_typer(distill_app, name="distill")
 
+from .grid import grid  # noqa: E402
 from .segment import segment  # noqa: E402
 
 app.command("segment")(segment)
+app.command("grid")(grid)
 
 
 def main():  # pragma: no cover

@@ -71,7 +71,7 @@ class Degradation(ForwardProcess):
         return torch.zeros_like(t), one, one, t / self.steps * TIME_UNITS
 
     # --- sampling ------------------------------------------------------------------------------------------------
-    def sampler(self, name):
+    def sampler(self, name, steps=1, schedule="auto"):
         from .sampling import generation_sampler
 
         return generation_sampler(self, name)

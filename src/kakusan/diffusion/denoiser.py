@@ -8,6 +8,7 @@ A model folder (``save_pretrained`` / ``from_pretrained``) is self-describing an
     unet/diffusion_pytorch_model.safetensors      the default weights (the longest EMA, else the raw weights)
     unet/diffusion_pytorch_model.<variant>.safetensors   the other weight sets: ``ema-0.050``, ``raw``
     net[.<variant>].safetensors                   parameters outside the diffusers parts (token table, toy MLP)
+    solver.json                                   optional: optimised grids and default sampler / NFE (grids.py)
 
 so ``UNet2DModel.from_pretrained(folder, subfolder="unet")`` opens the network without kakusan (and
 ``variant="ema-0.050"`` another weight set); the preconditioning that turns it into a denoiser is in config.json.
@@ -23,8 +24,10 @@ from .. import KakusanError, __version__
 from ..nets import NETS, build_net, net_config_from_dict
 from ..utils import io
 from .process import ForwardProcess, per_sample, process_from_config
+from .samplers import nfe_of
 
 CONFIG_FILE = "config.json"
+SOLVER_FILE = "solver.json"  # optional: optimised sampling grids and default sampling settings
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
 NET_WEIGHTS = "net"
 RAW = "raw"
@@ -73,6 +76,7 @@ class Denoiser(nn.Module):
         self.net = net
         self.process = process
         self.info = dict(info or {})  # class_names, data set, images seen, EMA lengths, ...
+        self.solver: dict = {}  # solver.json: optimised grids and the default sampling settings (grids.py)
 
     @classmethod
     def create(cls, net_config, process: ForwardProcess, info: dict | None = None) -> "Denoiser":
@@ -103,6 +107,30 @@ class Denoiser(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
         return preconditioned(self.process, self.net, x, sigma, cond)
+
+    # --- sampling settings of this model ------------------------------------------------------------------------
+    def stored_grid(self, sampler: str, nfe: int) -> torch.Tensor | None:
+        entry = self.solver.get("grids", {}).get(sampler, {}).get(str(nfe))
+        return torch.tensor(entry["sigmas"], dtype=torch.float64) if entry else None
+
+    def sampling_grid(self, sampler: str, steps: int, schedule: str = "auto") -> torch.Tensor:
+        """The process's grid; with ``schedule='optimized'`` the grid stored with this model for the sampler and its
+        NFE (:mod:`kakusan.diffusion.grids`)."""
+        if schedule != "optimized":
+            return self.process.sampling_grid(sampler, steps, schedule)
+        nfe = nfe_of(sampler, steps)
+        grid = self.stored_grid(sampler, nfe)
+        if grid is None:
+            have = {k: sorted(v, key=int) for k, v in self.solver.get("grids", {}).items()}
+            raise KakusanError(f"this model has no optimized grid for {sampler} at {nfe} NFE (it has: "
+                               f"{have or 'none'}); make one with `kakusan grid MODEL --sampler {sampler} --nfe {nfe}`")
+        return grid
+
+    def default_sampling(self) -> dict:
+        """``{sampler, nfe, schedule}``: the model's own (solver.json), else its process's sampler at 35 NFE."""
+        own = self.solver.get("default") or {}
+        return {"sampler": own.get("sampler", self.process.default_sampler), "nfe": int(own.get("nfe", 35)),
+                "schedule": own.get("schedule", "auto"), "note": own.get("note", "")}
 
     # --- persistence -------------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path,
@@ -193,6 +221,11 @@ class Denoiser(nn.Module):
             raise KakusanError(f"{folder}: the weights do not fit the architecture in its config "
                                f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from e
         model.info["weights"] = variant
+        if (folder / SOLVER_FILE).is_file():
+            solver = io.read_json(folder / SOLVER_FILE)
+            if not isinstance(solver, dict):
+                raise KakusanError(f"{folder / SOLVER_FILE} is not a JSON object")
+            model.solver = solver
         return model.to(device).eval()
 
     @staticmethod

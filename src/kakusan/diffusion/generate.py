@@ -34,8 +34,8 @@ def generate(model, seeds, *, cond: torch.Tensor | None = None, sampler: str | N
     ``make_denoise(cond)`` overrides how the condition is bound to the model (guidance plugs in here)."""
     process = model.process
     sampler = sampler or process.default_sampler
-    run = process.sampler(sampler)
-    grid = process.sampling_grid(sampler, steps, schedule)
+    run = process.sampler(sampler, steps, schedule)
+    grid = model.sampling_grid(sampler, steps, schedule)
     device = next(model.parameters()).device
     seeds = [int(s) for s in seeds]
     make_denoise = make_denoise or (lambda c: bind(model, c))

@@ -10,6 +10,7 @@ x = x0 + sigma * n. A *cold* degradation (blur, mask, ...) implements the same i
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -51,16 +52,31 @@ class ForwardProcess:
     default_loss: str = "l2"  # the training loss when the user does not choose one
     conditional_by_default: bool = True  # condition on the data's labels when it has some and the user does not say
 
-    def sampler(self, name: str):
-        """The sampler function ``(denoise, x, grid, *, noise, progress, **options)`` called ``name``."""
+    def sampler(self, name: str, steps: int = 1, schedule: str = "auto"):
+        """The sampler function ``(denoise, x, grid, *, noise, progress, **options)`` called ``name``: one of
+        kakusan's, or a diffusers scheduler ('unipc', 'diffusers:<ClassName>'; ``steps`` and ``schedule`` set it up)."""
+        from . import schedulers
         from .samplers import SAMPLERS
 
+        if schedulers.is_scheduler(name):
+            return schedulers.scheduler_sampler(self, name, steps, schedule)
         if name not in SAMPLERS:
-            raise KakusanError(f"unknown sampler {name!r} for a {self.kind} model; choose one of {', '.join(SAMPLERS)}")
+            raise KakusanError(f"unknown sampler {name!r} for a {self.kind} model; choose one of "
+                               f"{', '.join([*SAMPLERS, *schedulers.ALIASES])} or diffusers:<scheduler class>")
         return SAMPLERS[name]
 
+    def discrete_sigmas(self, num: int = 1000) -> torch.Tensor:
+        """The noise levels of a discrete schedule for this process (for diffusers schedulers): ``num`` sigmas
+        geometric from sigma_min to sigma_max, increasing (a DDPM process has its own)."""
+        return torch.logspace(math.log10(self.sigma_min), math.log10(self.sigma_max), num, dtype=torch.float64)
+
     def sampling_grid(self, sampler: str, steps: int, schedule: str = "auto", rho: float = 7.0) -> torch.Tensor:
-        """Decreasing severities ending in 0. Gaussian processes: Karras et al. (2022, eq. 5) sigmas."""
+        """Decreasing severities ending in 0. Gaussian processes: Karras et al. (2022, eq. 5) sigmas; a diffusers
+        scheduler's own (:func:`~kakusan.diffusion.schedulers.scheduler_grid`)."""
+        from . import schedulers
+
+        if schedulers.is_scheduler(sampler):
+            return schedulers.scheduler_grid(schedulers.make_scheduler(self, sampler, steps, schedule))
         if schedule not in ("auto", "karras"):
             raise KakusanError(f"unknown schedule {schedule!r} for a {self.kind} model: choose auto or karras "
                                "(uniform needs the discrete steps of a DDPM model)")
@@ -180,8 +196,15 @@ class DDPMProcess(ForwardProcess):
     def sigma_max(self):
         return float(self.sigmas[-1])
 
+    def discrete_sigmas(self, num=None):
+        return self.sigmas
+
     def sampling_grid(self, sampler, steps, schedule="auto", rho=7.0):
         """``auto``: the model's own discrete steps, evenly spaced (DDIM), for ddim / ddpm; Karras sigmas otherwise."""
+        from . import schedulers
+
+        if schedulers.is_scheduler(sampler):
+            return super().sampling_grid(sampler, steps, schedule, rho)
         if schedule == "auto":
             schedule = "uniform" if sampler in ("ddim", "ddpm") else "karras"
         if schedule == "uniform":
@@ -215,7 +238,7 @@ class OneStep(ForwardProcess):
     def precondition(self, t):
         return self.base.precondition(t)
 
-    def sampler(self, name):
+    def sampler(self, name, steps=1, schedule="auto"):
         from .samplers import sample_euler
 
         if name not in ("onestep", "euler"):

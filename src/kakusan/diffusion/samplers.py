@@ -12,6 +12,11 @@
   - lambda, the exact solution of the ODE with D held constant over the step is
   x_next = (sigma_next / sigma) x + (1 - sigma_next / sigma) D   (first order: DDIM), and the second-order multistep
   version replaces D by D_i + (D_i - D_{i-1}) / (2 r), r = h_{i-1} / h_i: one network evaluation per step.
+* :func:`sample_dpmpp_3m` — DPM-Solver++(3M) (Lu et al. 2022, the third-order multistep update of App. B): with
+  r0 = h_{i-1} / h, r1 = h_{i-2} / h and the divided differences D1_0 = (D_i - D_{i-1}) / r0,
+  D1_1 = (D_{i-1} - D_{i-2}) / r1, D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1), D2 = (D1_0 - D1_1) / (r0 + r1):
+  x_next = (sigma_next / sigma) x + (1 - e^-h) D_i - ((1 - e^-h) / h - 1) D1 - ((e^-h - 1 + h) / h^2 - 1/2) D2;
+  lower orders while the history is short, and the step to sigma = 0 is D_i (the limit h -> inf).
 * :func:`sample_ddpm` — DDPM ancestral sampling (Ho et al. 2020, Algorithm 2 with sigma_t^2 = beta_tilde_t), which is
   DDIM with eta = 1 on the full discrete schedule.
 """
@@ -106,6 +111,40 @@ def sample_dpmpp_2m(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, 
     return x
 
 
+def sample_dpmpp_3m(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noise | None = None,
+                    callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
+    """DPM-Solver++(3M): third-order multistep in lambda = -ln sigma, one network evaluation per step.
+
+    x_next = (sigma_next / sigma) x + (1 - e^-h) D_i - ((1 - e^-h) / h - 1) D1 - ((e^-h - 1 + h) / h^2 - 1/2) D2, with
+    D1, D2 the first and second divided differences of D over lambda (module docstring); D2 = 0 with two points of
+    history, D1 = D2 = 0 with one (DPM-Solver++(2M), DDIM)."""
+    hist: list[tuple[torch.Tensor, float]] = []  # (D, h of the step that followed it), newest last
+    for i in _steps(sigmas, progress, "dpm++3m"):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        x0_hat = denoise(x, x.new_tensor(sigma))
+        if sigma_next == 0:
+            x = x0_hat
+        else:
+            h = math.log(sigma / sigma_next)
+            phi1 = -math.expm1(-h)  # 1 - e^-h
+            x = (sigma_next / sigma) * x + phi1 * x0_hat
+            if hist:
+                r0 = hist[-1][1] / h
+                d1_0 = (x0_hat - hist[-1][0]) / r0
+                if len(hist) > 1:
+                    r1 = hist[-2][1] / h
+                    d1_1 = (hist[-1][0] - hist[-2][0]) / r1
+                    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                    d2 = (d1_0 - d1_1) / (r0 + r1)
+                    x = x - (phi1 / h - 1) * d1 - ((h - phi1) / h**2 - 0.5) * d2
+                else:  # second order, as in DPM-Solver++(2M)
+                    x = x + phi1 * d1_0 / 2
+            hist = (hist + [(x0_hat, h)])[-2:]
+        if callback:
+            callback(i, x, x0_hat, sigma)
+    return x
+
+
 def sample_ddpm(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, noise: Noise | None = None,
                 callback: Callback | None = None, progress: bool = False) -> torch.Tensor:
     """DDPM ancestral sampling: x_{t-1} ~ q(x_{t-1} | x_t, x0 = x0_hat) (the posterior of the tutorial seed)."""
@@ -113,16 +152,21 @@ def sample_ddpm(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, nois
 
 
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "ddim": sample_ddim, "ddpm": sample_ddpm,
-            "dpmpp2m": sample_dpmpp_2m}
+            "dpmpp2m": sample_dpmpp_2m, "dpmpp3m": sample_dpmpp_3m}
 
 
 def steps_for_nfe(sampler: str, nfe: int) -> int:
     """Number of steps that spends ``nfe`` network evaluations (Heun: 2N - 1)."""
+    from . import schedulers
+
+    if schedulers.is_scheduler(sampler):
+        return schedulers.steps_for_nfe(sampler, nfe)
     return (nfe + 1) // 2 if sampler == "heun" else nfe
 
 
 def nfe_of(sampler: str, steps: int) -> int:
-    """Network evaluations of ``steps`` steps (Heun skips its correction on the last step to sigma = 0)."""
+    """Network evaluations of a grid of ``steps`` steps (Heun skips its correction on the last step to sigma = 0;
+    a diffusers scheduler's grid has one entry per network call)."""
     return 2 * steps - 1 if sampler == "heun" else steps
 
 

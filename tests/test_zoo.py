@@ -57,3 +57,21 @@ def test_the_scene_model_reads_sentences_and_segments_a_held_out_scene(tmp_path)
     scenes = load_dataset("digit-scenes-heldout", image_size=48)
     r = segment_image(m, scenes.images[0], scenes.tokens[0], EmerDiffSettings(k=4, steps=2))
     assert r["labels"].shape == (48, 48) and len(r["labels"].unique()) <= 4
+
+
+def test_shipped_model_samples_and_reports_with_its_default_few_step_setting(tmp_path):
+    """mnist-s ships optimised grids and a default (DPM-Solver++(3M) on its grid, chosen by bench/nfe.py); sample and
+    report use it, say why, and fall back to Karras' grid where no grid is stored for the asked number of steps."""
+    m = Denoiser.from_pretrained("mnist-s")
+    own = m.default_sampling()
+    assert own["schedule"] == "optimized" and m.stored_grid(own["sampler"], own["nfe"]) is not None
+    r = CliRunner().invoke(app, ["report", "mnist-s", "--out", str(tmp_path / "r"), "--n", "20", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert (out["sampler"], out["nfe"], out["schedule"]) == (own["sampler"], own["nfe"], "optimized")
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert f"{own['sampler']}, {own['nfe']} NFE, optimized grid" in html and "1.05x of Heun" in html
+    r = CliRunner().invoke(app, ["sample", "mnist-s", "--out", str(tmp_path / "s"), "-n", "2", "--steps", "7",
+                                 "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["schedule"] == "auto"

@@ -1,4 +1,5 @@
-"""``kakusan grid``: optimise few-step sampling grids for a model and store them with it (:mod:`kakusan.diffusion.grids`)."""
+"""``kakusan grid``: optimise few-step sampling grids for a model and store them with it
+(:mod:`kakusan.diffusion.grids`)."""
 from __future__ import annotations
 
 import json

@@ -26,8 +26,8 @@ from . import schedules
 from .samplers import PerSampleNoise, steps_for_nfe
 
 
-
 def softplus(v: float) -> float:
+    """ln(1 + e^v), without overflow."""
     return math.log1p(math.exp(-abs(v))) + max(v, 0.0)
 
 
@@ -45,6 +45,7 @@ def grid_from_params(a, sigma_max: float) -> torch.Tensor:
 
 
 def params_from_grid(grid: torch.Tensor, sigma_max: float) -> list[float]:
+    """The inverse of :func:`grid_from_params` (the starting point of Nelder-Mead)."""
     logs = [math.log(float(s)) for s in grid[:-1]]
     prev, out = math.log(sigma_max), []
     for v in logs:

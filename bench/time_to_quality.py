@@ -89,6 +89,8 @@ def train_example(minutes: float, data, seed: int = 0):
                 group["lr"] = 1e-4 * step / 500
         if step == 20:  # the total the cosine schedule needs, from the measured speed
             total = int(minutes * 60 / ((time.time() - start) / 20))
+            for group in optimizer.param_groups:  # the schedule scales the lr it finds: give it the peak
+                group["lr"] = 1e-4
             lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=500,
                                          num_training_steps=total)
             for _ in range(20):

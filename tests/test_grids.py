@@ -84,14 +84,18 @@ def test_scheduler_option_samples_through_diffusers(tiny, tmp_path):
     assert r.exit_code == 2 and "not a diffusers scheduler" in r.output and not (tmp_path / "t").exists()
 
 
+def sample_images(model, out, *options):
+    """The images of `kakusan sample MODEL --out OUT -n 2 OPTIONS`, which must succeed."""
+    r = runner.invoke(app, ["sample", str(model), "--out", str(out), "-n", "2", "--no-progress", *options])
+    assert r.exit_code == 0, r.output
+    return np.load(out / "samples.npz")["images"]
+
+
 def test_guidance_and_its_interval_work_through_a_diffusers_scheduler(tiny, tmp_path):
     """The scheduler bridge calls the network only through the bound denoiser, so classifier-free guidance and its
     interval apply: w = 1 equals no guidance bit for bit, w = 3 changes the samples, an empty interval undoes it."""
     def run(name, *extra):
-        r = runner.invoke(app, ["sample", str(tiny), "--out", str(tmp_path / name), "-n", "2", "--sampler", "unipc",
-                                "--nfe", "4", "--no-progress", *extra])
-        assert r.exit_code == 0, r.output
-        return np.load(tmp_path / name / "samples.npz")["images"]
+        return sample_images(tiny, tmp_path / name, "--sampler", "unipc", "--nfe", "4", *extra)
     plain = run("plain")
     assert np.array_equal(plain, run("w1", "--guide", "uncond", "--guidance", "1"))
     assert not np.allclose(plain, run("w3", "--guide", "uncond", "--guidance", "3"))
@@ -102,10 +106,7 @@ def test_channels_last_and_compile_sample_the_same_images(tiny, tmp_path):
     """The inference speed-ups of `kakusan sample` change how the network runs, not what it computes (up to float
     rounding), and are recorded in the folder's settings so that --resume keeps them."""
     def run(name, *extra):
-        r = runner.invoke(app, ["sample", str(tiny), "--out", str(tmp_path / name), "-n", "2", "--sampler", "euler",
-                                "--nfe", "2", "--no-progress", *extra])
-        assert r.exit_code == 0, r.output
-        return np.load(tmp_path / name / "samples.npz")["images"]
+        return sample_images(tiny, tmp_path / name, "--sampler", "euler", "--nfe", "2", *extra)
     plain = run("plain")
     assert np.allclose(plain, run("cl", "--channels-last"), atol=1e-4)
     assert np.allclose(plain, run("compiled", "--compile"), atol=1e-4)

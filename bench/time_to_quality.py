@@ -82,7 +82,7 @@ def train_example(minutes: float, data, seed: int = 0):
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4,
                    model_cls=UNet2DModel, model_config=unet.config)
-    lr_scheduler, batch, step, start = None, 64, 0, time.time()
+    lr_scheduler, batch, step, start, losses = None, 64, 0, time.time(), []
     while time.time() - start < minutes * 60:
         if step < 20:  # the first warm-up steps, while the speed is measured
             for group in optimizer.param_groups:
@@ -101,6 +101,7 @@ def train_example(minutes: float, data, seed: int = 0):
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=g)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         loss = F.mse_loss(unet(noisy, timesteps, class_labels=labels).sample, noise)
+        losses.append(loss.item())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
@@ -110,6 +111,7 @@ def train_example(minutes: float, data, seed: int = 0):
         ema.step(unet.parameters())
         step += 1
     ema.copy_to(unet.parameters())
+    train_example.last_loss = sum(losses[-50:]) / max(len(losses[-50:]), 1)  # mean loss of the last 50 steps
     return unet.eval(), step * batch / 1000
 
 
@@ -163,9 +165,10 @@ def main():
         t0 = time.time()
         unet, kimg = train_example(b, data)
         m, floor = score(net, real, sample_example(unet, args.n), args.n)
-        result["diffusers"].append({"minutes": b, "kimg": round(kimg, 2), **m})
+        loss = round(train_example.last_loss, 4)
+        result["diffusers"].append({"minutes": b, "kimg": round(kimg, 2), **m, "loss_last50": loss})
         print(f"diffusers {b:5.1f} min ({(time.time() - t0) / 60:.1f} incl. sampling)  {kimg:6.1f} kimg  FD "
-              f"{m['fd']:.3f} ± {m['fd_std']:.3f}  acc {m['class_acc']:.3f}", flush=True)
+              f"{m['fd']:.3f} ± {m['fd_std']:.3f}  acc {m['class_acc']:.3f}  eps-loss {loss}", flush=True)
         result["floor_fd"] = round(floor, 5)
         done = b
     print(json.dumps(result))

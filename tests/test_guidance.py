@@ -97,3 +97,60 @@ def test_a_guide_that_does_not_match_the_main_model_is_refused(tmp_path):
     cold = Denoiser.create(NetConfig(preset="xs", image_size=32), build_degradation("mask", steps=4))
     with pytest.raises(KakusanError, match="not defined for a mask model"):
         guide_from_spec(cold, "uncond", 2.0)
+
+
+def test_guidance_sweep_scores_every_setting_on_shared_seeds(tmp_path):
+    """guide x guide EMA product, CFG without a guide EMA, one unguided row shared by all, a spread on every FD,
+    one CSV row per (setting, sampling, w), and the JSON last line."""
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+
+    args = ["guidance-sweep", "--model", "mnist-s", "--guide", "ag=mnist-xs-guide", "--guide", "cfg=uncond",
+            "--guide-ema", "0.05,0.1", "--w", "1,2", "--n", "40", "--sampling", "euler:2", "--bootstrap", "20",
+            "--out", str(tmp_path / "sweep"), "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output.strip().splitlines()[-1])["euler:2"]
+    assert sorted(result) == ["ag g0.05", "ag g0.1", "cfg"]
+    unguided = [rows[0] for rows in result.values()]
+    assert all(u == unguided[0] for u in unguided) and unguided[0]["w"] == 1
+    guided = [rows[1]["fd"] for rows in result.values()]
+    assert len(set(guided)) == 3  # the guide EMA and the kind of guide change the samples
+    assert all(row["fd_std"] > 0 for rows in result.values() for row in rows)
+    with open(tmp_path / "sweep" / "sweep.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
+    bad = CliRunner().invoke(app, args[:-3] + ["--sampling", "heun", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "SAMPLER:NFE" in bad.output
+
+
+def test_sample_autoguidance_uses_the_models_tuned_guidance(tmp_path):
+    """--autoguidance = the guide, w, interval and EMAs of the model's guidance.json, nothing else; refused with a
+    one-line error where there is none, or together with --guide."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+    from kakusan.models import export_model
+    from kakusan.utils import io
+
+    export_model("mnist-s", tmp_path / "m", emas=[0.05, 0.1])
+    io.write_json({"autoguidance": {"guide": "mnist-xs-guide", "w": 2.0, "interval": [0.3, 5], "ema": 0.05,
+                                    "guide_ema": 0.05, "note": "test"}}, tmp_path / "m" / "guidance.json")
+    base = ["sample", str(tmp_path / "m"), "--n", "3", "--sampler", "euler", "--nfe", "2", "--no-progress"]
+    run = lambda *a: CliRunner().invoke(app, [*base, *a])  # noqa: E731
+    assert run("--autoguidance", "--out", str(tmp_path / "a")).exit_code == 0
+    assert run("--guide", "mnist-xs-guide", "--guidance", "2", "--interval", "0.3,5", "--ema", "0.05",
+               "--guide-ema", "0.05", "--out", str(tmp_path / "b")).exit_code == 0
+    assert run("--out", str(tmp_path / "c")).exit_code == 0
+    a, b, c = (np.load(tmp_path / x / "samples.npz")["images"] for x in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    r = run("--autoguidance", "--guide", "uncond", "--out", str(tmp_path / "d"))
+    assert r.exit_code == 2 and "drop --guide" in r.output
+    r = CliRunner().invoke(app, ["sample", "mnist-xs-guide", "--autoguidance", "--n", "1", "--out",
+                                 str(tmp_path / "e")])
+    assert r.exit_code == 2 and "no tuned autoguidance" in r.output and len(r.output.strip().splitlines()) == 1

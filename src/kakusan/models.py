@@ -7,6 +7,7 @@ from pathlib import Path
 from . import KakusanError
 from .diffusion.denoiser import CONFIG_FILE, RAW, SOLVER_FILE, Denoiser, ema_variant
 from .diffusion.process import TIME_UNITS
+from .guidance.guided import GUIDANCE_FILE
 from .utils import io
 from .zoo import resolve_model
 
@@ -37,6 +38,7 @@ def describe(model: str | Path) -> dict:
         "train_config": config.get("train_config", {}),
         "default_sampling": den.default_sampling(),
         "optimized_grids": {k: sorted(v, key=int) for k, v in den.solver.get("grids", {}).items()},
+        "tuned_guidance": io.read_json(folder / GUIDANCE_FILE) if (folder / GUIDANCE_FILE).is_file() else {},
     }
 
 

@@ -102,6 +102,8 @@ def train(
     checkpoint_kimg: Optional[float] = typer.Option(None, help="Save the resumable checkpoint every N kimg [5]."),
     sample_kimg: Optional[float] = typer.Option(None, help="Write a sample grid every N kimg [10]."),
     snapshot_kimg: Optional[str] = typer.Option(None, help="Keep model snapshots at these kimg, e.g. 3.1,50 [none]."),
+    snapshot_every_kimg: Optional[float] = typer.Option(None, help="Also keep a snapshot every N kimg and at the end, "
+                                                        "for post-hoc EMA (`kakusan ema`) [off]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
     log_with: Optional[str] = typer.Option(None, help="Also log to an accelerate tracker, e.g. tensorboard "
                                            "(needs that package installed) [off]."),
@@ -118,7 +120,7 @@ def train(
         warmup_kimg=warmup_kimg, lr_decay_kimg=lr_decay_kimg, grad_clip=grad_clip, label_dropout=label_dropout,
         ema_stds=_floats(ema), precision=precision, channels_last=channels_last, compile=compile, seed=seed,
         checkpoint_kimg=checkpoint_kimg, sample_kimg=sample_kimg, snapshot_kimg=_floats(snapshot_kimg),
-        log_with=log_with).items() if v is not None}
+        snapshot_every_kimg=snapshot_every_kimg, log_with=log_with).items() if v is not None}
 
     def go():
         if resume:
@@ -158,6 +160,8 @@ def sample(
     guidance: float = typer.Option(1.0, help="Guidance weight w (1 = no guidance)."),
     interval: Optional[str] = typer.Option(None, help="Guidance interval in sigma: LO,HI (guide only in (LO, HI])."),
     guide_ema: str = typer.Option("auto", help="EMA length of the guide model."),
+    autoguidance: bool = typer.Option(False, "--autoguidance", help="The model's tuned autoguidance (guide, w, "
+                                      "interval and EMAs from its guidance.json; `kakusan info` shows it)."),
     symmetry_noise: Optional[float] = typer.Option(None, help="Cold models: noise std added once to x_T (0 = "
                                                    "perfect symmetry) [0.002]."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (x1.19 here after ~47 s)."),
@@ -172,13 +176,22 @@ def sample(
     def go():
         if scheduler and sampler:
             raise KakusanError("give --sampler or --scheduler, not both")
+        g = dict(guide=guide, guidance=guidance, interval=_pair(interval, "--interval"), guide_ema=guide_ema, ema=ema)
+        if autoguidance:
+            from ..guidance.guided import tuned_guidance
+
+            if guide is not None or guidance != 1 or interval is not None:
+                raise KakusanError("--autoguidance sets the guide, w and interval itself: drop --guide, --guidance "
+                                   "and --interval")
+            t = tuned_guidance(model)
+            g = dict(guide=t["guide"], guidance=t["w"], interval=t["interval"],
+                     guide_ema=t["guide_ema"] if guide_ema == "auto" else guide_ema,
+                     ema=t["ema"] if ema == "auto" else ema)
         typer.echo(json.dumps(sample_to_folder(
             model, out, n=n, sampler=f"diffusers:{scheduler}" if scheduler else sampler, steps=steps, nfe=nfe,
             schedule=schedule, eta=eta, churn=churn,
-            seed=seed, labels=label, tokens=tokens, ema=ema, batch_size=batch_size, chunk=chunk, resume=resume,
-            progress=progress, guide=guide,
-            guidance=guidance, interval=_pair(interval, "--interval"), guide_ema=guide_ema,
-            symmetry_noise=symmetry_noise, compile=compile, channels_last=channels_last)))
+            seed=seed, labels=label, tokens=tokens, batch_size=batch_size, chunk=chunk, resume=resume,
+            progress=progress, **g, symmetry_noise=symmetry_noise, compile=compile, channels_last=channels_last)))
 
     _run(go)
 
@@ -301,6 +314,8 @@ def toy(
     n: int = typer.Option(16384, help="Samples per method."),
     seed: int = typer.Option(0),
     main_iters: int = typer.Option(4096, help="Training iterations of the main model (guides: 1/8)."),
+    tree: str = typer.Option("paper", help="paper (the reference implementation's tree) | kakusan (kakusan's first "
+                             "reading of the paper)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Reproduce the 2-D fractal-tree toy of the autoguidance paper (Fig. 1): CFG vs autoguidance, exact metrics."""
@@ -310,7 +325,7 @@ def toy(
     def go():
         ws = _floats(w)
         result = run_toy(out, ws=ws, n=n, seed=seed, main_iters=main_iters, guide_iters=max(1, main_iters // 8),
-                         fig_w=ws[-1], progress=progress)
+                         fig_w=ws[-1], tree=tree, progress=progress)
         io.write_json(result, out / "metrics.json")
         rows = [("exact", result["exact"]), ("none", result["none"])]
         rows += [(f"{m} w={r['w']:g}", r) for m in ("cfg", "autoguidance") for r in result[m]]
@@ -319,45 +334,6 @@ def toy(
             typer.echo(f"{name:22}{r['outlier_rate']:10.4f}{r['coverage_tv']:10.4f}{r['branches_missed']:8d}")
         typer.echo(f"figure: {result['figure']}")
         typer.echo(json.dumps({k: result[k] for k in ("exact", "none", "cfg", "autoguidance")}))
-
-    _run(go)
-
-
-@app.command("guidance-sweep")
-def guidance_sweep(
-    model: str = typer.Option("mnist-s", help="Main model."),
-    guide: list[str] = typer.Option(["autoguidance=mnist-xs-guide", "cfg=uncond"],
-                                    help="NAME=GUIDE (a model or 'uncond'); repeat for several guides."),
-    w: str = typer.Option("1,1.5,2,2.5,3", help="Guidance weights."),
-    n: int = typer.Option(1000, help="Samples per setting."),
-    nfe: int = typer.Option(35, help="Heun network evaluations."),
-    out: Path = typer.Option(Path("out/guidance-sweep"), "--out", "-o"),
-    ema: str = typer.Option("auto"),
-    guide_ema: str = typer.Option("auto"),
-    interval: Optional[str] = typer.Option(None, help="Guidance interval LO,HI in sigma."),
-    seed: int = typer.Option(0),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-):
-    """FD, precision, recall and class accuracy against w for each guide (CSV + plot, best w marked)."""
-    from ..guidance.sweep import guidance_sweep as sweep
-
-    def go():
-        guides = {}
-        for spec in guide:
-            if "=" not in spec:
-                raise KakusanError(f"--guide takes NAME=GUIDE (got {spec!r})")
-            name, g = spec.split("=", 1)
-            guides[name] = g
-        r = sweep(model, guides, _floats(w), out, n=n, nfe=nfe, seed=seed, ema=ema, guide_ema=guide_ema,
-                  interval=_pair(interval, "--interval"), progress=progress)
-        for name, rows in r["rows"].items():
-            typer.echo(f"{name}: best w = {r['best_w'][name]:g}")
-            for row in rows:
-                typer.echo("  " + "  ".join(f"{k} {row[k]:.4f}" for k in ("w", "fd", "precision", "recall",
-                                                                          "class_acc")))
-        typer.echo(f"csv: {r['csv']}\nplot: {r['plot']}")
-        typer.echo(json.dumps({name: [{k: row[k] for k in ("w", "fd", "precision", "recall", "class_acc")}
-                                      for row in rows] for name, rows in r["rows"].items()}))
 
     _run(go)
 
@@ -383,11 +359,15 @@ from .distill import distill_app  # noqa: E402  (its commands use the helpers ab
 
 app.add_typer(distill_app, name="distill")
 
+from .ema import ema  # noqa: E402
+from .guidance import guidance_sweep  # noqa: E402
 from .grid import grid  # noqa: E402
 from .segment import segment  # noqa: E402
 
 app.command("segment")(segment)
 app.command("grid")(grid)
+app.command("ema")(ema)
+app.command("guidance-sweep")(guidance_sweep)
 
 
 def main():  # pragma: no cover

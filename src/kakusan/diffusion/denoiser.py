@@ -149,12 +149,13 @@ class Denoiser(nn.Module):
             sets[RAW] = self.net.state_dict()
         self.write_weight_sets(folder, sets)
 
-    def write_weight_sets(self, folder: Path, sets: dict[str, dict[str, torch.Tensor]]) -> None:
-        """Config + the named weight sets; the default is the longest EMA, else the raw weights."""
+    def write_weight_sets(self, folder: Path, sets: dict[str, dict[str, torch.Tensor]],
+                          default: str | None = None) -> None:
+        """Config + the named weight sets; the default is ``default``, else the longest EMA, else the raw weights."""
         if not sets:
             raise KakusanError("a model folder needs at least one weight set")
         emas = sorted(float(v.split("-", 1)[1]) for v in sets if v != RAW)
-        default = ema_variant(emas[-1]) if emas else RAW
+        default = default or (ema_variant(emas[-1]) if emas else RAW)
         folder = Path(folder)
         for part, module in self.net.diffusers_parts().items():
             io.write_text(module.to_json_string(), folder / part / CONFIG_FILE)

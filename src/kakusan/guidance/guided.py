@@ -81,3 +81,30 @@ def guide_from_spec(main, guide, w: float, interval=None, guide_ema="auto"):
         raise KakusanError(f"guide {guide} does not match the main model: conditioning, image shape, classes "
                            f"{key(g)} vs {key(main)}")
     return make_guided(main, g.to(next(main.parameters()).device), w, interval)
+
+
+GUIDANCE_FILE = "guidance.json"  # optional in a model folder: its tuned guidance, e.g. {"autoguidance": {...}}
+
+
+def tuned_guidance(model, kind: str = "autoguidance") -> dict:
+    """The guidance a model folder ships with (``guidance.json``: ``{kind: {guide, w, interval, ema, guide_ema,
+    note}}``, written by whoever tuned it, with how it was chosen); ``guide`` is a folder relative to the model's
+    folder or a shipped model name."""
+    from ..utils import io
+    from ..zoo import resolve_model
+
+    folder = io.resolve_folder(resolve_model(model))
+    path = folder / GUIDANCE_FILE
+    stored = io.read_json(path) if path.is_file() else {}
+    if not isinstance(stored, dict) or not isinstance(stored.get(kind), dict):
+        raise KakusanError(f"{model} has no tuned {kind} ({GUIDANCE_FILE}); give --guide MODEL --guidance W instead")
+    t = dict(stored[kind])
+    try:
+        w, guide = float(t["w"]), str(t["guide"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise KakusanError(f"{path}: {kind} needs a guide and a number w ({e})") from None
+    local = folder / guide
+    interval = t.get("interval")
+    return {"guide": str(local) if local.is_dir() else guide, "w": w,
+            "interval": tuple(interval) if interval else None, "ema": str(t.get("ema", "auto")),
+            "guide_ema": str(t.get("guide_ema", "auto")), "note": str(t.get("note", ""))}

@@ -1,81 +1,172 @@
-"""Metrics against the guidance weight w for several guides on MNIST (FD, precision, recall, class accuracy), with a
-CSV, a plot and the best w of each guide marked. w = 1 (no guidance) is sampled once and shared by all guides."""
+"""Guide search: metrics against the guidance weight w for many ways to guide one main model, each FD with a
+bootstrap spread, on one or more sampler settings.
+
+A *setting* is a guide (a model, or ``uncond`` for classifier-free guidance), the guide's EMA length, the main model's
+EMA length and an optional guidance interval (Kynkäänniemi et al. 2024). Karras et al. 2024 (Sec. 5, Table 1) find
+that the result depends strongly on which bad model guides: its capacity, its training length and the EMA lengths of
+both models, which post-hoc EMA (``kakusan ema``) lets one choose after training. Every setting is sampled on the
+same seeds and class-cycled labels, so rows differ by the guidance alone; w = 1 (no guidance) is sampled once per
+main EMA and sampler setting and shared. Writes ``sweep.csv`` (one row per setting, sampler and w) and ``sweep.png``.
+"""
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from .. import KakusanError
 from ..data import load_dataset
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.generate import generate
 from ..diffusion.samplers import steps_for_nfe
 from ..metrics import evaluate, load_featurenet
-from .guided import guide_from_spec
+from .guided import guide_from_spec, make_guided
 
-FIELDS = ("w", "fd", "precision", "recall", "class_acc")
+FIELDS = ("w", "fd", "fd_std", "precision", "recall", "class_acc")
+CSV_FIELDS = ("setting", "guide", "guide_ema", "main_ema", "interval", "sampling", *FIELDS, "floor_fd")
 
 
-def guidance_sweep(model, guides: dict[str, str], ws, out: str | Path, *, n: int = 1000, nfe: int = 35,
-                   seed: int = 0, ema="auto", guide_ema="auto", interval=None, progress: bool = True) -> dict:
+@dataclass(frozen=True)
+class Setting:
+    """One way to guide the main model."""
+
+    guide: str  # a model folder / shipped name (autoguidance), or 'uncond' (classifier-free guidance)
+    guide_ema: str = "auto"  # ignored for 'uncond' (the guide is the main model)
+    main_ema: str = "auto"
+    interval: tuple[float, float] | None = None
+
+    def describe(self) -> str:
+        parts = [self.guide if self.guide == "uncond" else f"{self.guide}@{self.guide_ema}", f"main@{self.main_ema}"]
+        return " ".join(parts + ([f"interval {self.interval[0]:g}-{self.interval[1]:g}"] if self.interval else []))
+
+
+def settings_product(guides: dict[str, str], guide_emas=("auto",), main_emas=("auto",),
+                     intervals=(None,)) -> dict[str, Setting]:
+    """{name: Setting} for every guide x guide EMA x main EMA x interval (CFG takes no guide EMA); names say which."""
+    out = {}
+    for name, guide in guides.items():
+        for g_ema in (("auto",) if guide == "uncond" else guide_emas):
+            for m_ema in main_emas:
+                for iv in intervals:
+                    label = name + (f" g{g_ema}" if len(guide_emas) > 1 and guide != "uncond" else "")
+                    label += f" m{m_ema}" if len(main_emas) > 1 else ""
+                    label += (f" [{iv[0]:g},{iv[1]:g}]" if iv else " no-interval") if len(intervals) > 1 else ""
+                    out[label] = Setting(guide, str(g_ema), str(m_ema), iv)
+    return out
+
+
+def resolve_sampling(model: Denoiser, spec: str) -> tuple[str, int, str]:
+    """'default' (the model's own sampling) or 'SAMPLER:NFE[:SCHEDULE]' -> (sampler, nfe, schedule)."""
+    if spec == "default":
+        own = model.default_sampling()
+        return own["sampler"], own["nfe"], own["schedule"]
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
+        raise KakusanError(f"a sampler setting is 'default' or SAMPLER:NFE[:SCHEDULE], e.g. heun:35 (got {spec!r})")
+    return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else "auto"
+
+
+def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, n: int = 1000,
+                   samplings=("heun:35",), seed: int = 0, bootstrap: int = 100, progress: bool = True) -> dict:
+    """Sample and score every setting x sampler setting x w; returns rows, the best w of each (setting, sampling),
+    and the unguided rows."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    main = Denoiser.from_pretrained(model, ema=ema)
     net, real = load_featurenet(), load_dataset("mnist").images
-    labels = torch.arange(n) % len(main.info.get("class_names", range(10)))
-    steps = steps_for_nfe("heun", nfe)
-    cache: dict[float, dict] = {}
+    mains: dict[str, Denoiser] = {}
+    guides: dict[tuple[str, str], Denoiser] = {}
 
-    def score(make_denoise) -> dict:
-        images = generate(main, range(seed, seed + n), cond=labels, steps=steps, make_denoise=make_denoise,
-                          progress=False)
-        r = evaluate(net, images, real, labels, seed=seed)
-        return {k: r[k] for k in FIELDS[1:]} | {"floor_fd": r["floor"]["fd"]}
+    def main_model(ema: str) -> Denoiser:
+        if ema not in mains:
+            mains[ema] = Denoiser.from_pretrained(model, ema=ema)
+        return mains[ema]
 
-    rows = {}
-    jobs = [(name, w) for name in guides for w in ws]
-    for name, w in tqdm(jobs, desc="guidance sweep", disable=not progress):
+    first = main_model(next(iter(settings.values())).main_ema if settings else "auto")
+    labels = torch.arange(n) % len(first.info.get("class_names", range(10)))
+    resolved = {spec: resolve_sampling(first, spec) for spec in samplings}
+
+    def hook(main: Denoiser, s: Setting, w: float):
         if w == 1:
-            cache.setdefault(1.0, score(None))
-            r = cache[1.0]
+            return None
+        if s.guide == "uncond":
+            return guide_from_spec(main, "uncond", w, s.interval)
+        key = (s.guide, s.guide_ema)
+        if key not in guides:
+            guide_from_spec(main, s.guide, 2.0, None, s.guide_ema)  # the compatibility checks, with a clear error
+            guides[key] = Denoiser.from_pretrained(s.guide, ema=s.guide_ema)
+        return make_guided(main, guides[key], w, s.interval)
+
+    def score(main: Denoiser, spec: str, make_denoise) -> dict:
+        sampler, nfe, schedule = resolved[spec]
+        images = generate(main, range(seed, seed + n), cond=labels, sampler=sampler,
+                          steps=steps_for_nfe(sampler, nfe), schedule=schedule, make_denoise=make_denoise,
+                          progress=False)
+        r = evaluate(net, images.clamp(-1, 1), real, labels, seed=seed, bootstrap=bootstrap)
+        return {k: float(r[k]) for k in FIELDS[1:]} | {"floor_fd": float(r["floor"]["fd"])}
+
+    unguided: dict[tuple[str, str], dict] = {}
+    rows: dict[str, dict[str, list]] = {}
+    jobs = [(name, spec, w) for spec in samplings for name in settings for w in ws]
+    for name, spec, w in tqdm(jobs, desc="guidance sweep", disable=not progress):
+        s = settings[name]
+        main = main_model(s.main_ema)
+        if w == 1:
+            key = (s.main_ema, spec)
+            unguided.setdefault(key, score(main, spec, None))
+            r = unguided[key]
         else:
-            r = score(guide_from_spec(main, guides[name], w, interval, guide_ema))
-        rows.setdefault(name, []).append({"w": w, **r})
-    with open(out / "sweep.csv", "w", newline="") as f:
+            r = score(main, spec, hook(main, s, w))
+        rows.setdefault(spec, {}).setdefault(name, []).append({"w": w, **r})
+    write_csv(out / "sweep.csv", settings, rows)
+    plot_sweep(rows, out / "sweep.png", n)
+    best = {spec: {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()} for spec, by in rows.items()}
+    return {"rows": rows, "best": best, "samplings": {k: list(v) for k, v in resolved.items()}, "n": n,
+            "csv": str(out / "sweep.csv"), "plot": str(out / "sweep.png")}
+
+
+def write_csv(path: Path, settings: dict[str, Setting], rows: dict) -> None:
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["guide", *FIELDS, "floor_fd"])
-        for name, rs in rows.items():
-            for r in rs:
-                writer.writerow([name, *(r[k] for k in FIELDS), r["floor_fd"]])
-    plot_sweep(rows, out / "sweep.png")
-    best = {name: min(rs, key=lambda r: r["fd"])["w"] for name, rs in rows.items()}
-    return {"rows": rows, "best_w": best, "csv": str(out / "sweep.csv"), "plot": str(out / "sweep.png"), "n": n}
+        writer.writerow(CSV_FIELDS)
+        for spec, by in rows.items():
+            for name, rs in by.items():
+                s = settings[name]
+                iv = f"{s.interval[0]:g}-{s.interval[1]:g}" if s.interval else ""
+                for r in rs:
+                    writer.writerow([name, s.guide, s.guide_ema if s.guide != "uncond" else "", s.main_ema, iv, spec,
+                                     *(f"{r[k]:.6g}" for k in FIELDS), f"{r['floor_fd']:.6g}"])
 
 
-def plot_sweep(rows: dict, path: Path) -> Path:
+def plot_sweep(rows: dict, path: Path, n: int) -> Path:
+    """One FD panel (log scale, bootstrap error bars, best w starred) and one class-accuracy panel per sampler
+    setting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), dpi=110)
-    for ax, key in zip(axes, FIELDS[1:]):
-        for name, rs in rows.items():
-            ws, vs = [r["w"] for r in rs], [r[key] for r in rs]
-            line, = ax.plot(ws, vs, marker="o", label=name)
-            if key == "fd":
-                b = min(rs, key=lambda r: r["fd"])
-                ax.plot([b["w"]], [b["fd"]], marker="*", ms=16, color=line.get_color())
-        if key == "fd" and rows:
-            floor = next(iter(rows.values()))[0]["floor_fd"]
-            ax.axhline(floor, color="gray", ls="--", lw=1, label="real vs real")
-            ax.set_yscale("log")
-        ax.set_xlabel("guidance weight w")
-        ax.set_title(key + (" (best: star)" if key == "fd" else ""))
-        ax.grid(alpha=0.3)
-    axes[0].legend()
+    specs = list(rows)
+    fig, axes = plt.subplots(len(specs), 2, figsize=(12, 4 * len(specs)), dpi=100, squeeze=False)
+    for (ax_fd, ax_acc), spec in zip(axes, specs):
+        for name, rs in rows[spec].items():
+            ws = [r["w"] for r in rs]
+            line = ax_fd.errorbar(ws, [r["fd"] for r in rs], yerr=[r["fd_std"] for r in rs], marker="o", ms=3,
+                                  capsize=2, label=name)
+            b = min(rs, key=lambda r: r["fd"])
+            ax_fd.plot([b["w"]], [b["fd"]], marker="*", ms=14, color=line[0].get_color())
+            ax_acc.plot(ws, [r["class_acc"] for r in rs], marker="o", ms=3, label=name)
+        floor = next(iter(rows[spec].values()))[0]["floor_fd"]
+        ax_fd.axhline(floor, color="gray", ls="--", lw=1, label="real vs real")
+        ax_fd.set_yscale("log")
+        ax_fd.set_title(f"FD vs w, {spec}, n={n} (bootstrap std; star: best w)")
+        ax_acc.set_title(f"class accuracy vs w, {spec}")
+        for ax in (ax_fd, ax_acc):
+            ax.set_xlabel("guidance weight w")
+            ax.grid(alpha=0.3)
+        ax_fd.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

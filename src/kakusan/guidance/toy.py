@@ -109,16 +109,17 @@ def toy_metrics(tree: Tree, x: torch.Tensor, threshold: float) -> dict:
 
 def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: int = 0, main_width: int = 64,
             guide_width: int = 32, main_iters: int = 4096, guide_iters: int = 512, fig_w: float = 3.0,
-            progress: bool = True) -> dict:
-    """Train the three toy models, sample every method at every w, write samples (.npz), figure and metrics."""
+            tree: str = "paper", progress: bool = True) -> dict:
+    """Train the three toy models on the ``tree`` layout (paper | kakusan, see :mod:`.tree`), sample every method at
+    every w, write samples (.npz), figure and metrics."""
     from .toy_plot import plot_toy
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    trees = toy_classes()
-    tree = trees["A"]
-    runs = out / "runs"  # one run folder per model: rerunning the toy reuses (or finishes) what is trained
+    trees = toy_classes(layout=tree)
+    layout, tree = tree, trees["A"]
+    runs = out / "runs" / layout  # one run folder per model: rerunning the toy reuses (or finishes) what is trained
     main = train_toy(tree, main_width, main_iters, runs / "main-A-wide-long", seed=seed, progress=progress)
     ag_guide = train_toy(tree, guide_width, guide_iters, runs / "autoguide-A-narrow-short", seed=seed + 1,
                          progress=progress)
@@ -143,5 +144,6 @@ def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: i
                                         f"autoguidance, w={fig_w:g}": samples.get(f"autoguidance_w{fig_w:g}",
                                                                                   samples["none"])},
                       out / "toy.png")
-    result.update({"threshold_logp": threshold, "n": n, "figure": str(figure), "wall_s": round(time.time() - t0, 1)})
+    result.update({"tree": layout, "threshold_logp": threshold, "n": n, "figure": str(figure),
+                   "wall_s": round(time.time() - t0, 1)})
     return result

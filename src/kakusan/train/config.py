@@ -44,6 +44,7 @@ class LoopConfig:
     sample_kimg: float = 10.0
     log_kimg: float = 0.5
     snapshot_kimg: list[float] = field(default_factory=list)
+    snapshot_every_kimg: float = 0.0  # periodic snapshots (post-hoc EMA reads them; 0: none), and one at the end
     sample_grid: int = 64  # images in each periodic grid
     log_with: str | None = None  # an accelerate tracker ("tensorboard", ...) besides metrics.jsonl
 
@@ -61,6 +62,7 @@ class LoopConfig:
             (all(_positive(v) for v in (self.checkpoint_kimg, self.sample_kimg, self.log_kimg)),
              "checkpoint_kimg, sample_kimg and log_kimg must be > 0"),
             (all(_positive(v) for v in self.snapshot_kimg), "snapshot_kimg must hold numbers > 0"),
+            (self.snapshot_every_kimg == 0 or _positive(self.snapshot_every_kimg), "snapshot_every_kimg must be >= 0"),
             (self.sample_grid >= 1, "sample_grid must be >= 1"),
             (all(0 <= b < 1 for b in self.adam_betas) and len(self.adam_betas) == 2, "adam_betas must be 2 in [0, 1)"),
             (all(0 < s < MAX_SIGMA_REL for s in self.ema_stds),

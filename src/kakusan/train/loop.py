@@ -256,7 +256,8 @@ class TrainLoop:
         start_time = time.time()
         start_images = self._start_images = self.images_seen
         budget = cfg.minutes * 60 if cfg.minutes is not None else math.inf
-        every = {k: int(getattr(cfg, k) * 1000) for k in ("checkpoint_kimg", "sample_kimg", "log_kimg")}
+        every = {k: int(getattr(cfg, k) * 1000)
+                 for k in ("checkpoint_kimg", "sample_kimg", "log_kimg", "snapshot_every_kimg")}
         snapshots = sorted(int(k * 1000) for k in cfg.snapshot_kimg)
         bar = tqdm(total=total, initial=self.images_seen, unit="img", unit_scale=True,
                    desc=f"training {self.run_dir.name}", disable=not (main and self.progress), dynamic_ncols=True, smoothing=0.1)
@@ -279,15 +280,15 @@ class TrainLoop:
                            "img_s": round(every["log_kimg"] / max(now - last_log_time, 1e-9), 2),
                            "wall_s": round(now - start_time, 1)})
                 logs, last_log_time = {}, now
-            for snap in snapshots:
-                if before < snap <= self.images_seen and main:
-                    self.save_snapshot()
             # stop while the next step, the final checkpoint and the final grid still fit in the budget
             reserve = self.preview_seconds + self.checkpoint_seconds
             out_of_time = self._agree(elapsed + step_seconds + reserve > budget)
+            last = self.images_seen >= total or out_of_time
+            periodic = crossed(every["snapshot_every_kimg"]) or (last and cfg.snapshot_every_kimg > 0)
+            if main and (periodic or any(before < snap <= self.images_seen for snap in snapshots)):
+                self.save_snapshot()
             if out_of_time:
                 stop_reason = f"time budget of {cfg.minutes} min reached"
-            last = self.images_seen >= total or out_of_time
             if crossed(every["checkpoint_kimg"]) or last:
                 self.save_checkpoint()
             room = elapsed + reserve + self.preview_seconds <= budget  # a periodic grid must leave room for the last
@@ -362,7 +363,9 @@ class TrainLoop:
         self.checkpoint_seconds = time.time() - t0
 
     def save_snapshot(self) -> None:
-        folder = self.run_dir / "snapshots" / f"kimg-{self.images_seen / 1000:06.1f}"
+        kimg = self.images_seen / 1000  # one decimal unless that would merge two snapshots of a small-batch run
+        name = f"kimg-{kimg:06.1f}" if self.images_seen % 100 == 0 else f"kimg-{kimg:08.3f}"
+        folder = self.run_dir / "snapshots" / name
         staging = io.staging_folder(folder)
         self.objective.write_model(staging, self._ema_state(), raw=True, info=self._info())
         io.swap_folder(staging, folder)

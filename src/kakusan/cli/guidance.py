@@ -1,0 +1,62 @@
+"""``kakusan guidance-sweep``: the guide search of :mod:`kakusan.guidance.sweep`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .. import KakusanError
+from . import _floats, _pair, _run
+
+
+def guidance_sweep(
+    model: str = typer.Option("mnist-s", help="Main model."),
+    guide: list[str] = typer.Option(["autoguidance=mnist-xs-guide", "cfg=uncond"],
+                                    help="NAME=GUIDE (a model, or 'uncond' for CFG); repeat for several guides."),
+    w: str = typer.Option("1,1.5,2,2.5,3", help="Guidance weights (1 = unguided, sampled once)."),
+    n: int = typer.Option(1000, help="Samples per row (class-cycled labels, seeds SEED..SEED+n-1)."),
+    sampling: list[str] = typer.Option(["heun:35"], help="'default' (the model's own) or SAMPLER:NFE[:SCHEDULE]; "
+                                       "repeat for several."),
+    ema: str = typer.Option("auto", help="Main-model EMA lengths to try, comma-separated (or auto / raw)."),
+    guide_ema: str = typer.Option("auto", help="Guide EMA lengths to try, comma-separated (or auto / raw)."),
+    interval: list[str] = typer.Option(["none"], help="'none' or LO,HI in sigma; repeat for several."),
+    seed: int = typer.Option(0),
+    bootstrap: int = typer.Option(100, help="Bootstrap resamplings for the FD spread."),
+    out: Path = typer.Option(Path("out/guidance-sweep"), "--out", "-o"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """FD (with its bootstrap spread), precision, recall and class accuracy against w for every guide x guide EMA x
+    main EMA x interval, on each sampler setting: sweep.csv, sweep.png (best w starred); last line one JSON object
+    {setting: [{w, fd, fd_std, precision, recall, class_acc}]} per sampler setting."""
+    from ..guidance.sweep import FIELDS, guidance_sweep as sweep, settings_product
+
+    def go():
+        guides = {}
+        for spec in guide:
+            if "=" not in spec:
+                raise KakusanError(f"--guide takes NAME=GUIDE (got {spec!r})")
+            name, g = spec.split("=", 1)
+            guides[name] = g
+        intervals = [None if v == "none" else _pair(v, "--interval") for v in interval]
+        settings = settings_product(guides, _emas(guide_ema), _emas(ema), intervals)
+        r = sweep(model, settings, _floats(w), out, n=n, samplings=sampling, seed=seed, bootstrap=bootstrap,
+                  progress=progress)
+        for spec, by in r["rows"].items():
+            typer.echo(f"== {spec} -> {r['samplings'][spec]}")
+            for name, rows in by.items():
+                b = r["best"][spec][name]
+                typer.echo(f"{name}: best w {b['w']:g}, FD {b['fd']:.4f} +- {b['fd_std']:.4f}")
+        typer.echo(f"csv: {r['csv']}\nplot: {r['plot']}")
+        typer.echo(json.dumps({spec: {name: [{k: round(row[k], 5) for k in FIELDS} for row in rows]
+                                      for name, rows in by.items()} for spec, by in r["rows"].items()}))
+
+    _run(go)
+
+
+def _emas(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    for v in values:
+        if v not in ("auto", "raw"):
+            _floats(v)  # a clear error for anything else
+    return values or ["auto"]

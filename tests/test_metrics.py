@@ -94,3 +94,16 @@ def test_eval_cli_on_npz_and_errors(tmp_path, mnist):
     assert r.exit_code == 0  # n is capped at the number of samples
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--feature-net", "inception"])
     assert r.exit_code == 2 and "weights" in r.output
+
+
+def test_metrics_evaluate_stays_the_function_after_every_submodule_is_imported():
+    """A submodule named like a function of its package replaces that function on first import (``kakusan eval``
+    used to turn ``kakusan.metrics.evaluate`` into a module for every later lazy import)."""
+    import importlib
+    import pkgutil
+
+    import kakusan.metrics
+
+    for info in pkgutil.iter_modules(kakusan.metrics.__path__):
+        importlib.import_module(f"kakusan.metrics.{info.name}")
+    assert callable(kakusan.metrics.evaluate)

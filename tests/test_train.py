@@ -101,7 +101,7 @@ def test_resumed_log_has_each_row_once(tmp_path, tiny_config):
 def test_snapshots_and_run_folder_layout(tmp_path, tiny_config):
     Trainer(tiny_config(kimg=0.064, snapshot_kimg=[0.032], sample_kimg=0.064), tmp_path / "run", progress=False).train()
     run = tmp_path / "run"
-    snap = Denoiser.from_pretrained(run / "snapshots" / "kimg-0000.0", ema=0.05)  # 32 images -> 0.032 kimg
+    snap = Denoiser.from_pretrained(run / "snapshots" / "kimg-0000.032", ema=0.05)  # 32 images: 3 decimals
     assert snap.info["images_seen"] == 32
     assert (run / "metrics.jsonl").exists() and (run / "loss.png").exists()
     assert list((run / "samples").glob("*.png"))

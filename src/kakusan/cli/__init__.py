@@ -288,7 +288,7 @@ def eval_(
     seed: int = typer.Option(0, help="Seed of the real-set split and KID subsets."),
 ):
     """Score samples: FD, KID, precision/recall, class accuracy — next to the real-vs-real floor at the same n."""
-    from ..metrics.evaluate import evaluate_samples
+    from ..metrics.sample_sets import evaluate_samples
 
     def go():
         r = evaluate_samples(samples, ref, n=n, feature_net=feature_net, weights=weights, seed=seed)
@@ -316,6 +316,9 @@ def toy(
     main_iters: int = typer.Option(4096, help="Training iterations of the main model (guides: 1/8)."),
     tree: str = typer.Option("paper", help="paper (the reference implementation's tree) | kakusan (kakusan's first "
                              "reading of the paper)."),
+    batch: int = typer.Option(2048, help="Training batch of all three toy models (the reference code: 4096)."),
+    lr: float = typer.Option(5e-3, help="Peak learning rate (the reference code: 1e-2)."),
+    ema_std: float = typer.Option(0.05, "--ema", help="EMA length sigma_rel of all three models (reference: 0.010)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Reproduce the 2-D fractal-tree toy of the autoguidance paper (Fig. 1): CFG vs autoguidance, exact metrics."""
@@ -325,7 +328,7 @@ def toy(
     def go():
         ws = _floats(w)
         result = run_toy(out, ws=ws, n=n, seed=seed, main_iters=main_iters, guide_iters=max(1, main_iters // 8),
-                         fig_w=ws[-1], tree=tree, progress=progress)
+                         fig_w=ws[-1], tree=tree, batch=batch, lr=lr, ema_std=ema_std, progress=progress)
         io.write_json(result, out / "metrics.json")
         rows = [("exact", result["exact"]), ("none", result["none"])]
         rows += [(f"{m} w={r['w']:g}", r) for m in ("cfg", "autoguidance") for r in result[m]]

@@ -109,9 +109,11 @@ def toy_metrics(tree: Tree, x: torch.Tensor, threshold: float) -> dict:
 
 def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: int = 0, main_width: int = 64,
             guide_width: int = 32, main_iters: int = 4096, guide_iters: int = 512, fig_w: float = 3.0,
-            tree: str = "paper", progress: bool = True) -> dict:
-    """Train the three toy models on the ``tree`` layout (paper | kakusan, see :mod:`.tree`), sample every method at
-    every w, write samples (.npz), figure and metrics."""
+            tree: str = "paper", batch: int = 2048, lr: float = 5e-3, ema_std: float = 0.05,
+            progress: bool = True) -> dict:
+    """Train the three toy models on the ``tree`` layout (paper | kakusan, see :mod:`.tree`) with ``batch``, ``lr``
+    and EMA length ``ema_std`` (all three models), sample every method at every w, write samples (.npz), figure and
+    metrics. A run folder per model and recipe is kept under ``out/runs`` and reused by a rerun."""
     from .toy_plot import plot_toy
 
     out = Path(out)
@@ -119,12 +121,13 @@ def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: i
     t0 = time.time()
     trees = toy_classes(layout=tree)
     layout, tree = tree, trees["A"]
-    runs = out / "runs" / layout  # one run folder per model: rerunning the toy reuses (or finishes) what is trained
-    main = train_toy(tree, main_width, main_iters, runs / "main-A-wide-long", seed=seed, progress=progress)
-    ag_guide = train_toy(tree, guide_width, guide_iters, runs / "autoguide-A-narrow-short", seed=seed + 1,
-                         progress=progress)
+    recipe = dict(batch=batch, lr=lr, ema_std=ema_std, progress=progress)
+    default = (batch, lr, ema_std) == (2048, 5e-3, 0.05)
+    runs = out / "runs" / (layout if default else f"{layout}-b{batch}-lr{lr:g}-ema{ema_std:g}")
+    main = train_toy(tree, main_width, main_iters, runs / "main-A-wide-long", seed=seed, **recipe)
+    ag_guide = train_toy(tree, guide_width, guide_iters, runs / "autoguide-A-narrow-short", seed=seed + 1, **recipe)
     cfg_guide = train_toy(trees["AB"], guide_width, guide_iters, runs / "cfg-guide-AB-narrow-short", seed=seed + 2,
-                          progress=progress)
+                          **recipe)
     threshold = outlier_threshold(tree)
     as_fn = lambda m: (lambda x, s, c: m(x, s))  # noqa: E731
     samples = {"exact": sample_toy(tree, tree.mixture.denoise, n, seed),
@@ -144,6 +147,6 @@ def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: i
                                         f"autoguidance, w={fig_w:g}": samples.get(f"autoguidance_w{fig_w:g}",
                                                                                   samples["none"])},
                       out / "toy.png")
-    result.update({"tree": layout, "threshold_logp": threshold, "n": n, "figure": str(figure),
-                   "wall_s": round(time.time() - t0, 1)})
+    result.update({"tree": layout, "recipe": {"batch": batch, "lr": lr, "ema_std": ema_std},
+                   "threshold_logp": threshold, "n": n, "figure": str(figure), "wall_s": round(time.time() - t0, 1)})
     return result

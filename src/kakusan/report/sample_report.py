@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..metrics.evaluate import evaluate_samples
+from ..metrics.sample_sets import evaluate_samples
 from ..sampling import sample_to_folder
 from .html import write_report
 

@@ -41,6 +41,16 @@ def profile_inner(t_a: float, g_a: float, t_b: float, g_b: float) -> float:
     return float(np.exp(log))
 
 
+def _normal_equations(times, stds, t_target: float, std_target: float):
+    """(A, b, <p_r, p_r>) of App. C.3 for snapshots (times, stds) and the target profile; times in units of t_target."""
+    t = np.asarray(times, dtype=np.float64) / t_target
+    g = [std_to_gamma(s) for s in stds]
+    g_r = std_to_gamma(std_target)
+    A = np.array([[profile_inner(t[i], g[i], t[j], g[j]) for j in range(len(t))] for i in range(len(t))])
+    b = np.array([profile_inner(t[i], g[i], 1.0, g_r) for i in range(len(t))])
+    return A, b, profile_inner(1.0, g_r, 1.0, g_r)
+
+
 def solve_coefficients(times, stds, t_target: float, std_target: float) -> np.ndarray:
     """x minimising || sum_i x_i p_{t_i, std_i} - p_{t_target, std_target} ||^2 (App. C.3); zero for snapshots taken
     after ``t_target``."""
@@ -52,11 +62,7 @@ def solve_coefficients(times, stds, t_target: float, std_target: float) -> np.nd
     use = np.flatnonzero(times <= t_target * (1 + 1e-9))
     if len(use) == 0:
         raise KakusanError(f"no snapshot was taken at or before {t_target:g} images")
-    t = times[use] / t_target
-    g = np.array([std_to_gamma(s) for s in stds[use]])
-    g_r = std_to_gamma(std_target)
-    A = np.array([[profile_inner(t[i], g[i], t[j], g[j]) for j in range(len(use))] for i in range(len(use))])
-    b = np.array([profile_inner(t[i], g[i], 1.0, g_r) for i in range(len(use))])
+    A, b, _ = _normal_equations(times[use], stds[use], t_target, std_target)
     x = np.zeros(len(times))
     x[use] = np.linalg.lstsq(A, b, rcond=None)[0]
     return x
@@ -64,13 +70,7 @@ def solve_coefficients(times, stds, t_target: float, std_target: float) -> np.nd
 
 def profile_error(times, stds, x, t_target: float, std_target: float) -> float:
     """Relative L2 error || sum_i x_i p_i - p_r || / || p_r || of a solution (closed form, no quadrature)."""
-    t = np.asarray(times, dtype=np.float64) / t_target
-    g = [std_to_gamma(s) for s in stds]
-    g_r = std_to_gamma(std_target)
-    n = len(t)
-    A = np.array([[profile_inner(t[i], g[i], t[j], g[j]) for j in range(n)] for i in range(n)])
-    b = np.array([profile_inner(t[i], g[i], 1.0, g_r) for i in range(n)])
-    rr = profile_inner(1.0, g_r, 1.0, g_r)
+    A, b, rr = _normal_equations(times, stds, t_target, std_target)
     x = np.asarray(x, dtype=np.float64)
     return float(np.sqrt(max(x @ A @ x - 2 * x @ b + rr, 0.0) / rr))
 

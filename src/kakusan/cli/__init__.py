@@ -316,9 +316,9 @@ def toy(
     main_iters: int = typer.Option(4096, help="Training iterations of the main model (guides: 1/8)."),
     tree: str = typer.Option("paper", help="paper (the reference implementation's tree) | kakusan (kakusan's first "
                              "reading of the paper)."),
-    batch: int = typer.Option(2048, help="Training batch of all three toy models (the reference code: 4096)."),
-    lr: float = typer.Option(5e-3, help="Peak learning rate (the reference code: 1e-2)."),
-    ema_std: float = typer.Option(0.05, "--ema", help="EMA length sigma_rel of all three models (reference: 0.010)."),
+    batch: int = typer.Option(4096, help="Training batch of all three toy models (the reference code's; was 2048)."),
+    lr: float = typer.Option(1e-2, help="Peak learning rate (the reference code's; was 5e-3)."),
+    ema_std: float = typer.Option(0.01, "--ema", help="EMA length sigma_rel of all three models (reference: 0.01)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Reproduce the 2-D fractal-tree toy of the autoguidance paper (Fig. 1): CFG vs autoguidance, exact metrics."""

@@ -58,8 +58,6 @@ def guide_from_spec(main, guide, w: float, interval=None, guide_ema="auto"):
     """The ``make_denoise`` hook for :func:`kakusan.diffusion.generate` from user-level options: None without
     guidance; classifier-free guidance for ``guide='uncond'``; otherwise ``guide`` is a model folder or shipped name
     (autoguidance), which must share the main model's conditioning, image shape and classes."""
-    from ..diffusion.denoiser import Denoiser
-
     if not math.isfinite(w):
         raise KakusanError(f"the guidance weight must be a finite number (got {w})")
     if guide is None:
@@ -75,12 +73,19 @@ def guide_from_spec(main, guide, w: float, interval=None, guide_ema="auto"):
         if main.cond_type == "none":
             raise KakusanError("classifier-free guidance needs a conditional model")
         return make_guided(main, None, w, interval, null_cond=main.null_like)
+    return make_guided(main, load_guide(main, guide, guide_ema), w, interval)
+
+
+def load_guide(main, guide, guide_ema="auto"):
+    """An autoguidance guide model, checked to share the main model's conditioning, image shape and classes."""
+    from ..diffusion.denoiser import Denoiser
+
     g = Denoiser.from_pretrained(guide, ema=guide_ema)
     key = lambda m: (m.cond_type, m.image_shape, m.num_classes)  # noqa: E731
     if key(main) != key(g):
         raise KakusanError(f"guide {guide} does not match the main model: conditioning, image shape, classes "
                            f"{key(g)} vs {key(main)}")
-    return make_guided(main, g.to(next(main.parameters()).device), w, interval)
+    return g.to(next(main.parameters()).device)
 
 
 GUIDANCE_FILE = "guidance.json"  # optional in a model folder: its tuned guidance, e.g. {"autoguidance": {...}}

@@ -23,7 +23,7 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.generate import generate
 from ..diffusion.samplers import steps_for_nfe
 from ..metrics import evaluate, load_featurenet
-from .guided import guide_from_spec, make_guided
+from .guided import guide_from_spec, load_guide, make_guided
 
 FIELDS = ("w", "fd", "fd_std", "precision", "recall", "class_acc")
 CSV_FIELDS = ("setting", "guide", "guide_ema", "main_ema", "interval", "sampling", *FIELDS, "floor_fd")
@@ -95,8 +95,7 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
             return guide_from_spec(main, "uncond", w, s.interval)
         key = (s.guide, s.guide_ema)
         if key not in guides:
-            guide_from_spec(main, s.guide, 2.0, None, s.guide_ema)  # the compatibility checks, with a clear error
-            guides[key] = Denoiser.from_pretrained(s.guide, ema=s.guide_ema)
+            guides[key] = load_guide(main, s.guide, s.guide_ema)
         return make_guided(main, guides[key], w, s.interval)
 
     def score(main: Denoiser, spec: str, make_denoise) -> dict:

@@ -31,7 +31,7 @@ from kakusan.data import load_dataset
 from kakusan.diffusion import Denoiser, generate
 from kakusan.diffusion.samplers import steps_for_nfe
 from kakusan.metrics import evaluate, load_featurenet
-from kakusan.metrics.scores import disjoint_halves, extract, frechet_distance
+from kakusan.metrics.scores import disjoint_halves, extract, fd_bootstrap, frechet_distance
 from kakusan.models import model_folder
 
 ROWS = {  # name: (sampler, schedule)
@@ -54,12 +54,8 @@ def measure(model, net, real, labels, sampler, schedule, nfe, n):
 
 def paired_ratio(real_f, f, ref_f, reps: int = 100, seed: int = 0) -> tuple[float, float]:
     """FD(f) / FD(ref_f) and its spread over resamplings of the seeds, the same indices for both."""
-    g = torch.Generator().manual_seed(seed)
-    ratios = []
-    for _ in range(reps):
-        idx = torch.randint(len(f), (len(f),), generator=g)
-        ratios.append(frechet_distance(real_f, f[idx]) / frechet_distance(real_f, ref_f[idx]))
-    return frechet_distance(real_f, f) / frechet_distance(real_f, ref_f), float(torch.tensor(ratios).std())
+    ratios = fd_bootstrap(real_f, f, reps, seed) / fd_bootstrap(real_f, ref_f, reps, seed)
+    return frechet_distance(real_f, f) / frechet_distance(real_f, ref_f), float(ratios.std())
 
 
 def main():

@@ -1,4 +1,5 @@
 """Guidance: w = 1 is the main model, the interval switches guidance off, and exact guided scores are tilted scores."""
+import pytest
 import torch
 
 from kakusan.diffusion.exact import GaussianMixture
@@ -124,6 +125,10 @@ def test_guidance_sweep_scores_every_setting_on_shared_seeds(tmp_path):
     with open(tmp_path / "sweep" / "sweep.csv") as f:
         assert len(list(csv.DictReader(f))) == 6
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
+    from safetensors.torch import load_file
+    boot = load_file(str(tmp_path / "sweep" / "bootstrap.safetensors"))
+    assert len(boot) == 6 and boot["euler:2|cfg|w=2"].shape == (20,)
+    assert "x unguided" in r.output and "(paired)" in r.output
     bad = CliRunner().invoke(app, args[:-3] + ["--sampling", "heun", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "SAMPLER:NFE" in bad.output
 
@@ -154,3 +159,24 @@ def test_sample_autoguidance_uses_the_models_tuned_guidance(tmp_path):
     r = CliRunner().invoke(app, ["sample", "mnist-xs-guide", "--autoguidance", "--n", "1", "--out",
                                  str(tmp_path / "e")])
     assert r.exit_code == 2 and "no tuned autoguidance" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_paired_summary_ratios_and_gaps_use_the_paired_resamplings():
+    import torch
+
+    import pytest
+
+    from kakusan.guidance.sweep import paired_summary
+
+    noise = torch.linspace(-1, 1, 50)
+
+    def row(w, fd, wobble):
+        return {"w": w, "fd": fd, "fd_std": float((fd + wobble * noise).std()), "fd_boot": fd + wobble * noise}
+    rows = {"s": {"ag": [row(1, 2.0, 0.5), row(1.5, 1.0, 0.25)], "cfg": [row(1, 2.0, 0.5), row(1.5, 1.6, 0.5)]}}
+    p = paired_summary(rows)["s"]
+    assert p["ag"]["leader"] == "ag" and p["ag"]["gap_to_leader"] == 0 and p["ag"]["gap_std"] == 0
+    assert p["ag"]["ratio_to_unguided"] == 0.5 and p["ag"]["w"] == 1.5
+    # resampled together the ratio barely moves, though each FD alone moves a lot
+    assert p["ag"]["ratio_std"] < 0.1 * p["ag"]["fd_std"]
+    assert p["cfg"]["gap_to_leader"] == pytest.approx(0.6)
+    assert p["cfg"]["gap_std"] == pytest.approx(float((0.25 * noise).std()))

@@ -7,7 +7,7 @@ import torch
 
 from kakusan.data import load_dataset
 from kakusan.metrics import evaluate, load_featurenet, precision_recall
-from kakusan.metrics.scores import disjoint_halves, extract, frechet_distance, kernel_distance
+from kakusan.metrics.scores import disjoint_halves, extract, fd_bootstrap, frechet_distance, kernel_distance
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,18 @@ def test_metrics_evaluate_stays_the_function_after_every_submodule_is_imported()
     for info in pkgutil.iter_modules(kakusan.metrics.__path__):
         importlib.import_module(f"kakusan.metrics.{info.name}")
     assert callable(kakusan.metrics.evaluate)
+
+
+def test_fd_bootstrap_equals_torchmetrics_fd_of_each_resampling_and_pairs_sets_of_one_size():
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(600, 16, generator=g) @ torch.randn(16, 16, generator=g)
+    a = real[:300] + 0.3 * torch.randn(300, 16, generator=g)
+    b = a + 0.05 * torch.randn(300, 16, generator=g)  # a near-copy: its resamplings track a's when paired
+    boot_a, boot_b = fd_bootstrap(real, a, 20, seed=5), fd_bootstrap(real, b, 20, seed=5)
+    idx = torch.Generator().manual_seed(5)
+    for i in range(3):  # the same index draws, in order, as fd_bootstrap makes them
+        pick = torch.randint(300, (300,), generator=idx)
+        assert boot_a[i].item() == pytest.approx(frechet_distance(real, a[pick]), rel=1e-8)
+    assert torch.equal(boot_a, fd_bootstrap(real, a, 20, seed=5))
+    assert (boot_a - boot_b).std() < 0.2 * boot_a.std()  # paired: the gap's spread is far below either FD's
+    assert not torch.equal(boot_a, fd_bootstrap(real, a, 20, seed=6))

@@ -45,8 +45,12 @@ def guidance_sweep(
         for spec, by in r["rows"].items():
             typer.echo(f"== {spec} -> {r['samplings'][spec]}")
             for name, rows in by.items():
-                b = r["best"][spec][name]
-                typer.echo(f"{name}: best w {b['w']:g}, FD {b['fd']:.4f} +- {b['fd_std']:.4f}")
+                b = r["paired"][spec][name]
+                vs = (f"; {b['ratio_to_unguided']:.3f} +- {b['ratio_std']:.3f} x unguided" if "ratio_to_unguided" in b
+                      else "")
+                gap = (f"; {b['gap_to_leader']:+.4f} +- {b['gap_std']:.4f} vs {b['leader']}" if b["leader"] != name
+                       else "; leader")
+                typer.echo(f"{name}: best w {b['w']:g}, FD {b['fd']:.4f} +- {b['fd_std']:.4f}{vs}{gap} (paired)")
         typer.echo(f"csv: {r['csv']}\nplot: {r['plot']}")
         typer.echo(json.dumps({spec: {name: [{k: round(row[k], 5) for k in FIELDS} for row in rows]
                                       for name, rows in by.items()} for spec, by in r["rows"].items()}))

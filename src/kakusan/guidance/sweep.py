@@ -6,7 +6,8 @@ EMA length and an optional guidance interval (Kynkäänniemi et al. 2024). Karra
 that the result depends strongly on which bad model guides: its capacity, its training length and the EMA lengths of
 both models, which post-hoc EMA (``kakusan ema``) lets one choose after training. Every setting is sampled on the
 same seeds and class-cycled labels, so rows differ by the guidance alone; w = 1 (no guidance) is sampled once per
-main EMA and sampler setting and shared. Writes ``sweep.csv`` (one row per setting, sampler and w) and ``sweep.png``.
+main EMA and sampler setting and shared. Writes ``sweep.csv`` (one row per setting, sampler and w), ``sweep.png``
+and ``bootstrap.safetensors`` (every row's resampled FDs, paired across rows).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .. import KakusanError
@@ -104,7 +106,7 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
                           steps=steps_for_nfe(sampler, nfe), schedule=schedule, make_denoise=make_denoise,
                           progress=False)
         r = evaluate(net, images.clamp(-1, 1), real, labels, seed=seed, bootstrap=bootstrap)
-        return {k: float(r[k]) for k in FIELDS[1:]} | {"floor_fd": float(r["floor"]["fd"])}
+        return {k: float(r[k]) for k in FIELDS[1:]} | {"floor_fd": float(r["floor"]["fd"]), "fd_boot": r["fd_boot"]}
 
     unguided: dict[tuple[str, str], dict] = {}
     rows: dict[str, dict[str, list]] = {}
@@ -121,9 +123,33 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
         rows.setdefault(spec, {}).setdefault(name, []).append({"w": w, **r})
     write_csv(out / "sweep.csv", settings, rows)
     plot_sweep(rows, out / "sweep.png", n)
+    save_file({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].float().contiguous()
+               for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / "bootstrap.safetensors"))
     best = {spec: {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()} for spec, by in rows.items()}
-    return {"rows": rows, "best": best, "samplings": {k: list(v) for k, v in resolved.items()}, "n": n,
-            "csv": str(out / "sweep.csv"), "plot": str(out / "sweep.png")}
+    return {"rows": rows, "best": best, "paired": paired_summary(rows),
+            "samplings": {k: list(v) for k, v in resolved.items()}, "n": n, "csv": str(out / "sweep.csv"),
+            "plot": str(out / "sweep.png")}
+
+
+def paired_summary(rows: dict) -> dict:
+    """Per sampler setting and guide setting, its best row set against (a) its own unguided row (w = 1) as a ratio
+    and (b) the leader (the lowest best FD of all settings) as a gap, each with its *paired* bootstrap spread: every
+    row is sampled on the same seeds and resampled on the same indices (:func:`kakusan.metrics.scores.fd_bootstrap`),
+    so the spread of a ratio or gap is far below either FD's own."""
+    out = {}
+    for spec, by in rows.items():
+        best = {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()}
+        leader = min(best, key=lambda k: best[k]["fd"])
+        out[spec] = {}
+        for name, b in best.items():
+            entry = {"w": b["w"], "fd": b["fd"], "fd_std": b["fd_std"], "gap_to_leader": b["fd"] - best[leader]["fd"],
+                     "gap_std": float((b["fd_boot"] - best[leader]["fd_boot"]).std()), "leader": leader}
+            ref = next((r for r in by[name] if r["w"] == 1), None)
+            if ref is not None:
+                entry["ratio_to_unguided"] = b["fd"] / ref["fd"]
+                entry["ratio_std"] = float((b["fd_boot"] / ref["fd_boot"]).std())
+            out[spec][name] = entry
+    return out
 
 
 def write_csv(path: Path, settings: dict[str, Setting], rows: dict) -> None:

@@ -77,8 +77,6 @@ def test_autoguidance_loads_the_guide_and_combines_the_two_denoisers():
 
 
 def test_a_guide_that_does_not_match_the_main_model_is_refused(tmp_path):
-    import pytest
-
     from kakusan import KakusanError
     from kakusan.cold import build_degradation
     from kakusan.diffusion import Denoiser
@@ -162,10 +160,6 @@ def test_sample_autoguidance_uses_the_models_tuned_guidance(tmp_path):
 
 
 def test_paired_summary_ratios_and_gaps_use_the_paired_resamplings():
-    import torch
-
-    import pytest
-
     from kakusan.guidance.sweep import paired_summary
 
     noise = torch.linspace(-1, 1, 50)

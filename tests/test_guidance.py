@@ -127,6 +127,10 @@ def test_guidance_sweep_scores_every_setting_on_shared_seeds(tmp_path):
     boot = load_file(str(tmp_path / "sweep" / "bootstrap.safetensors"))
     assert len(boot) == 6 and boot["euler:2|cfg|w=2"].shape == (20,)
     assert "x unguided" in r.output and "(paired)" in r.output
+    from PIL import Image
+    compare = Image.open(tmp_path / "sweep" / "compare.png")  # 20 samples: unguided, each guided setting's best
+    shown = 1 + sum(min(rows, key=lambda row: row["fd"])["w"] != 1 for rows in result.values())
+    assert compare.height == 2 * (shown * 34 + 2) + 24 and compare.width > 20 * 34 * 2
     bad = CliRunner().invoke(app, args[:-3] + ["--sampling", "heun", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "SAMPLER:NFE" in bad.output
 

@@ -51,7 +51,7 @@ def guidance_sweep(
                 gap = (f"; {b['gap_to_leader']:+.4f} +- {b['gap_std']:.4f} vs {b['leader']}" if b["leader"] != name
                        else "; leader")
                 typer.echo(f"{name}: best w {b['w']:g}, FD {b['fd']:.4f} +- {b['fd_std']:.4f}{vs}{gap} (paired)")
-        typer.echo(f"csv: {r['csv']}\nplot: {r['plot']}")
+        typer.echo(f"csv: {r['csv']}\nplot: {r['plot']}\nsame seeds side by side: {r['compare']}")
         typer.echo(json.dumps({spec: {name: [{k: round(row[k], 5) for k in FIELDS} for row in rows]
                                       for name, rows in by.items()} for spec, by in r["rows"].items()}))
 

@@ -6,8 +6,9 @@ EMA length and an optional guidance interval (Kynkäänniemi et al. 2024). Karra
 that the result depends strongly on which bad model guides: its capacity, its training length and the EMA lengths of
 both models, which post-hoc EMA (``kakusan ema``) lets one choose after training. Every setting is sampled on the
 same seeds and class-cycled labels, so rows differ by the guidance alone; w = 1 (no guidance) is sampled once per
-main EMA and sampler setting and shared. Writes ``sweep.csv`` (one row per setting, sampler and w), ``sweep.png``
-and ``bootstrap.safetensors`` (every row's resampled FDs, paired across rows).
+main EMA and sampler setting and shared. Writes ``sweep.csv`` (one row per setting, sampler and w), ``sweep.png``,
+``bootstrap.safetensors`` (every row's resampled FDs, paired across rows) and ``compare.png`` (the same seeds
+unguided and at each setting's best w).
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.generate import generate
 from ..diffusion.samplers import steps_for_nfe
 from ..metrics import evaluate, load_featurenet
+from ..utils.images import save_grid
 from .guided import guide_from_spec, load_guide, make_guided
 
+PREVIEW = 20  # samples per row of compare.png
 FIELDS = ("w", "fd", "fd_std", "precision", "recall", "class_acc")
 CSV_FIELDS = ("setting", "guide", "guide_ema", "main_ema", "interval", "sampling", *FIELDS, "floor_fd")
 
@@ -106,7 +109,8 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
                           steps=steps_for_nfe(sampler, nfe), schedule=schedule, make_denoise=make_denoise,
                           progress=False)
         r = evaluate(net, images.clamp(-1, 1), real, labels, seed=seed, bootstrap=bootstrap)
-        return {k: float(r[k]) for k in FIELDS[1:]} | {"floor_fd": float(r["floor"]["fd"]), "fd_boot": r["fd_boot"]}
+        return {k: float(r[k]) for k in FIELDS[1:]} | {"floor_fd": float(r["floor"]["fd"]), "fd_boot": r["fd_boot"],
+                                                       "preview": images[:PREVIEW].clamp(-1, 1)}
 
     unguided: dict[tuple[str, str], dict] = {}
     rows: dict[str, dict[str, list]] = {}
@@ -116,7 +120,8 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
         main = main_model(s.main_ema)
         if w == 1:
             key = (s.main_ema, spec)
-            unguided.setdefault(key, score(main, spec, None))
+            if key not in unguided:
+                unguided[key] = score(main, spec, None)
             r = unguided[key]
         else:
             r = score(main, spec, hook(main, s, w))
@@ -126,9 +131,24 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
     save_file({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].float().contiguous()
                for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / "bootstrap.safetensors"))
     best = {spec: {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()} for spec, by in rows.items()}
+    plot_compare(rows, best, [str(int(c)) for c in labels[:PREVIEW]], out / "compare.png")
     return {"rows": rows, "best": best, "paired": paired_summary(rows),
             "samplings": {k: list(v) for k, v in resolved.items()}, "n": n, "csv": str(out / "sweep.csv"),
-            "plot": str(out / "sweep.png")}
+            "plot": str(out / "sweep.png"), "compare": str(out / "compare.png")}
+
+
+def plot_compare(rows: dict, best: dict, col_labels: list[str], path: Path) -> Path:
+    """The first PREVIEW samples (same seeds and labels in every row) unguided and at each setting's best w, per
+    sampler setting, each row labelled with its setting, w and FD."""
+    images, names = [], []
+    for spec, by in rows.items():
+        unguided = next((r for rs in by.values() for r in rs if r["w"] == 1), None)
+        picks = ([("unguided", unguided)] if unguided else []) + [(name, b) for name, b in best[spec].items()
+                                                                   if b["w"] != 1]
+        for name, r in picks:
+            images.append(r["preview"])
+            names.append(f"{spec} | {name}" + (f" w {r['w']:g}" if r["w"] != 1 else "") + f" | FD {r['fd']:.3f}")
+    return save_grid(torch.cat(images), path, nrow=len(col_labels), row_labels=names, col_labels=col_labels)
 
 
 def paired_summary(rows: dict) -> dict:

@@ -126,6 +126,7 @@ def test_guidance_sweep_scores_every_setting_on_shared_seeds(tmp_path):
     from safetensors.torch import load_file
     boot = load_file(str(tmp_path / "sweep" / "bootstrap.safetensors"))
     assert len(boot) == 6 and boot["euler:2|cfg|w=2"].shape == (20,)
+    assert load_file(str(tmp_path / "sweep" / "features.safetensors"))["euler:2|cfg|w=2"].shape == (40, 128)
     assert "x unguided" in r.output and "(paired)" in r.output
     from PIL import Image
     compare = Image.open(tmp_path / "sweep" / "compare.png")  # 20 samples: unguided, each guided setting's best

@@ -7,7 +7,8 @@ that the result depends strongly on which bad model guides: its capacity, its tr
 both models, which post-hoc EMA (``kakusan ema``) lets one choose after training. Every setting is sampled on the
 same seeds and class-cycled labels, so rows differ by the guidance alone; w = 1 (no guidance) is sampled once per
 main EMA and sampler setting and shared. Writes ``sweep.csv`` (one row per setting, sampler and w), ``sweep.png``,
-``bootstrap.safetensors`` (every row's resampled FDs, paired across rows) and ``compare.png`` (the same seeds
+``bootstrap.safetensors`` (every row's resampled FDs, paired across rows), ``features.safetensors`` (every row's
+evaluation features, to score again against other reference draws) and ``compare.png`` (the same seeds
 unguided and at each setting's best w).
 """
 from __future__ import annotations
@@ -108,9 +109,9 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
         images = generate(main, range(seed, seed + n), cond=labels, sampler=sampler,
                           steps=steps_for_nfe(sampler, nfe), schedule=schedule, make_denoise=make_denoise,
                           progress=False)
-        r = evaluate(net, images.clamp(-1, 1), real, labels, seed=seed, bootstrap=bootstrap)
+        r = evaluate(net, images.clamp(-1, 1), real, labels, seed=seed, bootstrap=bootstrap, features=True)
         return {k: float(r[k]) for k in FIELDS[1:]} | {"floor_fd": float(r["floor"]["fd"]), "fd_boot": r["fd_boot"],
-                                                       "preview": images[:PREVIEW].clamp(-1, 1)}
+                                                       "features": r["features"], "preview": images[:PREVIEW].clamp(-1, 1)}
 
     unguided: dict[tuple[str, str], dict] = {}
     rows: dict[str, dict[str, list]] = {}
@@ -128,8 +129,9 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
         rows.setdefault(spec, {}).setdefault(name, []).append({"w": w, **r})
     write_csv(out / "sweep.csv", settings, rows)
     plot_sweep(rows, out / "sweep.png", n)
-    save_file({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].float().contiguous()
-               for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / "bootstrap.safetensors"))
+    for key, file in (("fd_boot", "bootstrap"), ("features", "features")):
+        save_file({f"{spec}|{name}|w={r['w']:g}": r[key].float().contiguous()
+                   for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / f"{file}.safetensors"))
     best = {spec: {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()} for spec, by in rows.items()}
     plot_compare(rows, best, [str(int(c)) for c in labels[:PREVIEW]], out / "compare.png")
     return {"rows": rows, "best": best, "paired": paired_summary(rows),

@@ -136,13 +136,14 @@ def disjoint_halves(n_real: int, n: int, seed: int = 0) -> tuple[torch.Tensor, t
 
 
 def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None = None,
-             n: int | None = None, seed: int = 0, bootstrap: int = 0) -> dict:
+             n: int | None = None, seed: int = 0, bootstrap: int = 0, features: bool = False) -> dict:
     """Score ``samples`` against ``real`` images with the real-vs-real floor at the same sample count.
 
     The real images are split at random into two disjoint sets A and B of n images each (n = number of samples, or
     ``n``); the score compares the samples with B, the floor compares A with B. ``bootstrap`` > 0 adds ``fd_std``,
     the FD's bootstrap spread over that many resamplings of the samples, and ``fd_boot``, the resampled FDs (paired
-    across sample sets of the same size and seed, see :func:`fd_bootstrap`)."""
+    across sample sets of the same size and seed, see :func:`fd_bootstrap`). ``features=True`` adds the
+    samples' evaluation-network features, for scoring them again against other reference sets."""
     n = min(n or len(samples), len(samples))
     if len(real) < 2 * n:
         raise KakusanError(f"the floor needs 2 x {n} real images but the reference has {len(real)}; "
@@ -156,7 +157,7 @@ def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: 
     f_fake, logits = extract(net, samples[:n])
     f_a, _ = extract(net, real_a)
     f_b, _ = extract(net, real_b)
-    result = {"n": n, **scores(f_b, f_fake), "floor": scores(f_b, f_a)}
+    result = {"n": n, **scores(f_b, f_fake), "floor": scores(f_b, f_a)} | ({"features": f_fake} if features else {})
     result["fd_over_floor"] = result["fd"] / max(result["floor"]["fd"], 1e-12)
     if bootstrap:
         boot = fd_bootstrap(f_b, f_fake, bootstrap, seed)

@@ -130,7 +130,7 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
     write_csv(out / "sweep.csv", settings, rows)
     plot_sweep(rows, out / "sweep.png", n)
     for key, file in (("fd_boot", "bootstrap"), ("features", "features")):
-        save_file({f"{spec}|{name}|w={r['w']:g}": r[key].float().contiguous()
+        save_file({f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)
                    for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / f"{file}.safetensors"))
     best = {spec: {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()} for spec, by in rows.items()}
     plot_compare(rows, best, [str(int(c)) for c in labels[:PREVIEW]], out / "compare.png")

@@ -148,7 +148,9 @@ def test_sample_autoguidance_uses_the_models_tuned_guidance(tmp_path):
 
     export_model("mnist-s", tmp_path / "m", emas=[0.05, 0.1])
     io.write_json({"autoguidance": {"guide": "mnist-xs-guide", "w": 2.0, "interval": [0.3, 5], "ema": 0.05,
-                                    "guide_ema": 0.05, "note": "test"}}, tmp_path / "m" / "guidance.json")
+                                    "guide_ema": 0.05, "note": "test",
+                                    "by_sampling": {"euler:3": {"w": 1.5, "interval": None}}}},
+                  tmp_path / "m" / "guidance.json")
     base = ["sample", str(tmp_path / "m"), "--n", "3", "--sampler", "euler", "--nfe", "2", "--no-progress"]
     run = lambda *a: CliRunner().invoke(app, [*base, *a])  # noqa: E731
     assert run("--autoguidance", "--out", str(tmp_path / "a")).exit_code == 0
@@ -157,6 +159,16 @@ def test_sample_autoguidance_uses_the_models_tuned_guidance(tmp_path):
     assert run("--out", str(tmp_path / "c")).exit_code == 0
     a, b, c = (np.load(tmp_path / x / "samples.npz")["images"] for x in "abc")
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # a sampler setting with its own tuned w uses it; one without falls back to the default's, with a note
+    three = ["sample", str(tmp_path / "m"), "--n", "3", "--sampler", "euler", "--nfe", "3", "--no-progress"]
+    assert CliRunner().invoke(app, [*three, "--autoguidance", "--out", str(tmp_path / "t1")]).exit_code == 0
+    assert CliRunner().invoke(app, [*three, "--guide", "mnist-xs-guide", "--guidance", "1.5", "--ema", "0.05",
+                                    "--guide-ema", "0.05", "--out", str(tmp_path / "t2")]).exit_code == 0
+    t1, t2 = (np.load(tmp_path / x / "samples.npz")["images"] for x in ("t1", "t2"))
+    assert np.array_equal(t1, t2)
+    from kakusan.guidance.guided import tuned_guidance
+    assert tuned_guidance(tmp_path / "m", sampling="euler:2")["tuned_for"] == "default"
+    assert "no autoguidance tuned for euler:2" in run("--autoguidance", "--out", str(tmp_path / "t3")).output
     r = run("--autoguidance", "--guide", "uncond", "--out", str(tmp_path / "d"))
     assert r.exit_code == 2 and "drop --guide" in r.output
     r = CliRunner().invoke(app, ["sample", "mnist-xs-guide", "--autoguidance", "--n", "1", "--out",

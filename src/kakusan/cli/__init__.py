@@ -183,7 +183,11 @@ def sample(
             if guide is not None or guidance != 1 or interval is not None:
                 raise KakusanError("--autoguidance sets the guide, w and interval itself: drop --guide, --guidance "
                                    "and --interval")
-            t = tuned_guidance(model)
+            asked = f"{sampler}:{nfe}" if sampler and nfe else None
+            t = tuned_guidance(model, sampling=asked)
+            if asked and t["tuned_for"] != asked:
+                typer.echo(f"note: no autoguidance tuned for {asked}; using the one tuned for the model's default "
+                           f"sampler (tuned: {', '.join(t['tuned_samplings'])})", err=True)
             g = dict(guide=t["guide"], guidance=t["w"], interval=t["interval"],
                      guide_ema=t["guide_ema"] if guide_ema == "auto" else guide_ema,
                      ema=t["ema"] if ema == "auto" else ema)

@@ -91,10 +91,12 @@ def load_guide(main, guide, guide_ema="auto"):
 GUIDANCE_FILE = "guidance.json"  # optional in a model folder: its tuned guidance, e.g. {"autoguidance": {...}}
 
 
-def tuned_guidance(model, kind: str = "autoguidance") -> dict:
-    """The guidance a model folder ships with (``guidance.json``: ``{kind: {guide, w, interval, ema, guide_ema,
-    note}}``, written by whoever tuned it, with how it was chosen); ``guide`` is a folder relative to the model's
-    folder or a shipped model name."""
+def tuned_guidance(model, kind: str = "autoguidance", sampling: str | None = None) -> dict:
+    """The guidance a model folder ships with (``guidance.json``: ``{kind: {guide, w, interval, ema, guide_ema, note,
+    by_sampling}}``, written by whoever tuned it, with how it was chosen); ``guide`` is a folder relative to the
+    model's folder or a shipped model name. ``w`` and ``interval`` are tuned for the model's default sampler; the
+    optimum moves with the sampler, so ``by_sampling`` may hold other settings' own, e.g. ``{"heun:35": {"w": 2}}``,
+    used when ``sampling`` ('SAMPLER:NFE') names one of them. ``tuned_for`` says which was used."""
     from ..utils import io
     from ..zoo import resolve_model
 
@@ -104,6 +106,10 @@ def tuned_guidance(model, kind: str = "autoguidance") -> dict:
     if not isinstance(stored, dict) or not isinstance(stored.get(kind), dict):
         raise KakusanError(f"{model} has no tuned {kind} ({GUIDANCE_FILE}); give --guide MODEL --guidance W instead")
     t = dict(stored[kind])
+    by = t.pop("by_sampling", None) or {}
+    tuned_for = "default"
+    if sampling is not None and isinstance(by.get(sampling), dict):
+        t, tuned_for = t | by[sampling], sampling
     try:
         w, guide = float(t["w"]), str(t["guide"])
     except (KeyError, TypeError, ValueError) as e:
@@ -112,4 +118,5 @@ def tuned_guidance(model, kind: str = "autoguidance") -> dict:
     interval = t.get("interval")
     return {"guide": str(local) if local.is_dir() else guide, "w": w,
             "interval": tuple(interval) if interval else None, "ema": str(t.get("ema", "auto")),
-            "guide_ema": str(t.get("guide_ema", "auto")), "note": str(t.get("note", ""))}
+            "guide_ema": str(t.get("guide_ema", "auto")), "note": str(t.get("note", "")), "tuned_for": tuned_for,
+            "tuned_samplings": ["default", *by]}

@@ -9,7 +9,7 @@ from kakusan.diffusion import Denoiser
 from kakusan.utils import io
 from kakusan.zoo import ZOO_DIR, available
 
-MODELS = ["mnist-s", "mnist-s-t16", "mnist-xs-guide"]
+MODELS = ["mnist-s", "mnist-s-guide", "mnist-xs-guide"]
 
 
 def test_every_shipped_folder_has_a_card_with_its_command():
@@ -37,6 +37,17 @@ def test_guide_saw_about_a_sixteenth_of_the_images():
     main, guide = Denoiser.from_pretrained("mnist-s"), Denoiser.from_pretrained("mnist-xs-guide")
     assert 12 <= main.info["images_seen"] / guide.info["images_seen"] <= 20
     assert sum(p.numel() for p in guide.parameters()) < sum(p.numel() for p in main.parameters()) / 4
+
+
+def test_mnist_s_ships_its_tuned_autoguidance_with_a_shorter_trained_guide_of_its_own_kind():
+    from kakusan.guidance.guided import tuned_guidance
+
+    t = tuned_guidance("mnist-s")
+    assert t["guide"] == "mnist-s-guide" and t["w"] > 1 and "guidance-sweep" in t["note"]
+    main, guide = Denoiser.from_pretrained("mnist-s", ema=t["ema"]), Denoiser.from_pretrained(t["guide"],
+                                                                                              ema=t["guide_ema"])
+    assert 12 <= main.info["images_seen"] / guide.info["images_seen"] <= 20
+    assert main.info["train_config"]["preset"] == guide.info["train_config"]["preset"]  # same capacity, less training
 
 
 def test_sample_shipped_model_by_name(tmp_path):

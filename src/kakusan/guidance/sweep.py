@@ -133,20 +133,21 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
         save_file({f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)
                    for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / f"{file}.safetensors"))
     best = {spec: {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()} for spec, by in rows.items()}
-    plot_compare(rows, best, [str(int(c)) for c in labels[:PREVIEW]], out / "compare.png")
+    plot_compare(rows, best, settings, [str(int(c)) for c in labels[:PREVIEW]], out / "compare.png")
     return {"rows": rows, "best": best, "paired": paired_summary(rows),
             "samplings": {k: list(v) for k, v in resolved.items()}, "n": n, "csv": str(out / "sweep.csv"),
             "plot": str(out / "sweep.png"), "compare": str(out / "compare.png")}
 
 
-def plot_compare(rows: dict, best: dict, col_labels: list[str], path: Path) -> Path:
-    """The first PREVIEW samples (same seeds and labels in every row) unguided and at each setting's best w, per
-    sampler setting, each row labelled with its setting, w and FD."""
+def plot_compare(rows: dict, best: dict, settings: dict[str, Setting], col_labels: list[str], path: Path) -> Path:
+    """The first PREVIEW samples (same seeds and labels in every row) unguided (once per main EMA) and at each
+    setting's best w, per sampler setting, each row labelled with its setting, w and FD."""
     images, names = [], []
+    mains = {s.main_ema for s in settings.values()}
     for spec, by in rows.items():
-        unguided = next((r for rs in by.values() for r in rs if r["w"] == 1), None)
-        picks = ([("unguided", unguided)] if unguided else []) + [(name, b) for name, b in best[spec].items()
-                                                                   if b["w"] != 1]
+        unguided = {settings[name].main_ema: r for name, rs in by.items() for r in rs if r["w"] == 1}
+        picks = [("unguided" + (f" m{ema}" if len(mains) > 1 else ""), r) for ema, r in unguided.items()]
+        picks += [(name, b) for name, b in best[spec].items() if b["w"] != 1]
         for name, r in picks:
             images.append(r["preview"])
             names.append(f"{spec} | {name}" + (f" w {r['w']:g}" if r["w"] != 1 else "") + f" | FD {r['fd']:.3f}")

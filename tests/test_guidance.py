@@ -121,7 +121,10 @@ def test_guidance_sweep_scores_every_setting_on_shared_seeds(tmp_path):
     assert len(set(guided)) == 3  # the guide EMA and the kind of guide change the samples
     assert all(row["fd_std"] > 0 for rows in result.values() for row in rows)
     with open(tmp_path / "sweep" / "sweep.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6
+        lines = list(csv.DictReader(f))
+    assert len(lines) == 6  # the weights actually loaded, 'auto' resolved; CFG has no guide EMA of its own
+    assert {(r["setting"], r["guide_ema"], r["main_ema"]) for r in lines} == {
+        ("ag g0.05", "0.050", "0.100"), ("ag g0.1", "0.100", "0.100"), ("cfg", "", "0.100")}
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
     from safetensors.torch import load_file
     boot = load_file(str(tmp_path / "sweep" / "bootstrap.safetensors"))

@@ -48,6 +48,8 @@ def test_mnist_s_ships_its_tuned_autoguidance_with_a_shorter_trained_guide_of_it
                                                                                               ema=t["guide_ema"])
     assert 12 <= main.info["images_seen"] / guide.info["images_seen"] <= 20
     assert main.info["train_config"]["preset"] == guide.info["train_config"]["preset"]  # same capacity, less training
+    heun = tuned_guidance("mnist-s", sampling="heun:35")  # Heun 35's own w, guided inside an interval
+    assert heun["tuned_for"] == "heun:35" and heun["guide"] == t["guide"] and heun["interval"][0] < heun["interval"][1]
 
 
 def test_sample_shipped_model_by_name(tmp_path):

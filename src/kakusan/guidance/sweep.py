@@ -127,14 +127,20 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
         else:
             r = score(main, spec, hook(main, s, w))
         rows.setdefault(spec, {}).setdefault(name, []).append({"w": w, **r})
-    write_csv(out / "sweep.csv", settings, rows)
+
+    def weights(m: Denoiser) -> str:  # the weight set loaded ('auto' resolved), e.g. '0.250' or 'raw'
+        return m.info["weights"].removeprefix("ema-")
+
+    used = {name: (weights(guides[(s.guide, s.guide_ema)]) if (s.guide, s.guide_ema) in guides else s.guide_ema,
+                   weights(main_model(s.main_ema))) for name, s in settings.items()}
+    write_csv(out / "sweep.csv", settings, rows, used)
     plot_sweep(rows, out / "sweep.png", n)
     for key, file in (("fd_boot", "bootstrap"), ("features", "features")):
         save_file({f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)
                    for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / f"{file}.safetensors"))
-    best = {spec: {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()} for spec, by in rows.items()}
+    best = best_rows(rows)
     plot_compare(rows, best, settings, [str(int(c)) for c in labels[:PREVIEW]], out / "compare.png")
-    return {"rows": rows, "best": best, "paired": paired_summary(rows),
+    return {"rows": rows, "best": best, "paired": paired_summary(rows, best),
             "samplings": {k: list(v) for k, v in resolved.items()}, "n": n, "csv": str(out / "sweep.csv"),
             "plot": str(out / "sweep.png"), "compare": str(out / "compare.png")}
 
@@ -154,19 +160,24 @@ def plot_compare(rows: dict, best: dict, settings: dict[str, Setting], col_label
     return save_grid(torch.cat(images), path, nrow=len(col_labels), row_labels=names, col_labels=col_labels)
 
 
-def paired_summary(rows: dict) -> dict:
+def best_rows(rows: dict) -> dict:
+    """{sampler setting: {guide setting: its row of lowest FD}}."""
+    return {spec: {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()} for spec, by in rows.items()}
+
+
+def paired_summary(rows: dict, best: dict | None = None) -> dict:
     """Per sampler setting and guide setting, its best row set against (a) its own unguided row (w = 1) as a ratio
     and (b) the leader (the lowest best FD of all settings) as a gap, each with its *paired* bootstrap spread: every
     row is sampled on the same seeds and resampled on the same indices (:func:`kakusan.metrics.scores.fd_bootstrap`),
     so the spread of a ratio or gap is far below either FD's own."""
-    out = {}
+    best, out = best or best_rows(rows), {}
     for spec, by in rows.items():
-        best = {name: min(rs, key=lambda r: r["fd"]) for name, rs in by.items()}
-        leader = min(best, key=lambda k: best[k]["fd"])
+        top = best[spec]
+        leader = min(top, key=lambda k: top[k]["fd"])
         out[spec] = {}
-        for name, b in best.items():
-            entry = {"w": b["w"], "fd": b["fd"], "fd_std": b["fd_std"], "gap_to_leader": b["fd"] - best[leader]["fd"],
-                     "gap_std": float((b["fd_boot"] - best[leader]["fd_boot"]).std()), "leader": leader}
+        for name, b in top.items():
+            entry = {"w": b["w"], "fd": b["fd"], "fd_std": b["fd_std"], "gap_to_leader": b["fd"] - top[leader]["fd"],
+                     "gap_std": float((b["fd_boot"] - top[leader]["fd_boot"]).std()), "leader": leader}
             ref = next((r for r in by[name] if r["w"] == 1), None)
             if ref is not None:
                 entry["ratio_to_unguided"] = b["fd"] / ref["fd"]
@@ -175,7 +186,8 @@ def paired_summary(rows: dict) -> dict:
     return out
 
 
-def write_csv(path: Path, settings: dict[str, Setting], rows: dict) -> None:
+def write_csv(path: Path, settings: dict[str, Setting], rows: dict, used: dict[str, tuple[str, str]]) -> None:
+    """One line per row; ``used``: {setting: (guide weights, main weights)} as loaded ('auto' resolved)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_FIELDS)
@@ -184,7 +196,8 @@ def write_csv(path: Path, settings: dict[str, Setting], rows: dict) -> None:
                 s = settings[name]
                 iv = f"{s.interval[0]:g}-{s.interval[1]:g}" if s.interval else ""
                 for r in rs:
-                    writer.writerow([name, s.guide, s.guide_ema if s.guide != "uncond" else "", s.main_ema, iv, spec,
+                    g_ema, m_ema = used[name]
+                    writer.writerow([name, s.guide, g_ema if s.guide != "uncond" else "", m_ema, iv, spec,
                                      *(f"{r[k]:.6g}" for k in FIELDS), f"{r['floor_fd']:.6g}"])
 
 

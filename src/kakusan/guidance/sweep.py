@@ -193,10 +193,9 @@ def write_csv(path: Path, settings: dict[str, Setting], rows: dict, used: dict[s
         writer.writerow(CSV_FIELDS)
         for spec, by in rows.items():
             for name, rs in by.items():
-                s = settings[name]
+                s, (g_ema, m_ema) = settings[name], used[name]
                 iv = f"{s.interval[0]:g}-{s.interval[1]:g}" if s.interval else ""
                 for r in rs:
-                    g_ema, m_ema = used[name]
                     writer.writerow([name, s.guide, g_ema if s.guide != "uncond" else "", m_ema, iv, spec,
                                      *(f"{r[k]:.6g}" for k in FIELDS), f"{r['floor_fd']:.6g}"])
 

@@ -109,6 +109,16 @@ def test_snapshots_and_run_folder_layout(tmp_path, tiny_config):
     assert final.info["images_seen"] == 64 and final.info["ema_stds"] == [0.05, 0.1]
 
 
+def test_snapshots_and_sample_grids_leave_the_training_trajectory_untouched(tmp_path, tiny_config):
+    """Post-hoc EMA relies on this: a run repeated with snapshots (and grids) is the same run, bit for bit."""
+    Trainer(tiny_config(kimg=0.064, sample_kimg=1), tmp_path / "plain", progress=False).train()
+    Trainer(tiny_config(kimg=0.064, sample_kimg=0.016, snapshot_every_kimg=0.016), tmp_path / "snaps",
+            progress=False).train()
+    assert len(list((tmp_path / "snaps" / "snapshots").iterdir())) == 4
+    a, b = weights(tmp_path / "plain" / "checkpoint"), weights(tmp_path / "snaps" / "checkpoint")
+    assert a.keys() == b.keys() and all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
+
+
 def test_batch_indices_cover_each_epoch_once():
     idx = torch.cat([batch_indices(3, 10, 4, s) for s in range(5)])  # 20 indices = 2 epochs
     assert sorted(idx[:10].tolist()) == list(range(10)) and sorted(idx[10:].tolist()) == list(range(10))

@@ -194,3 +194,48 @@ def test_paired_summary_ratios_and_gaps_use_the_paired_resamplings():
     assert p["ag"]["ratio_std"] < 0.1 * p["ag"]["fd_std"]
     assert p["cfg"]["gap_to_leader"] == pytest.approx(0.6)
     assert p["cfg"]["gap_std"] == pytest.approx(float((0.25 * noise).std()))
+
+
+def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_path):
+    """From the stored features alone: 'split' gives the sweep's own numbers back, 'all' scores against every real
+    image, two runs on the same seeds pair row for row; runs that cannot pair, a folder that is no sweep and an
+    output folder that is a run are refused with one line, the run untouched."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+    from kakusan.data import load_dataset
+    from kakusan.guidance.rescore import rescore
+    from kakusan.metrics import load_featurenet
+    from kakusan.metrics.scores import extract, frechet_distance
+    from kakusan.utils import io
+
+    run = tmp_path / "sw"
+    r = CliRunner().invoke(app, ["guidance-sweep", "--guide", "cfg=uncond", "--w", "1,2", "--n", "20", "--sampling",
+                                 "euler:2", "--bootstrap", "10", "--out", str(run), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    swept = json.loads(r.output.strip().splitlines()[-1])["euler:2"]["cfg"]
+    same = rescore([run], tmp_path / "split", reference="split", bootstrap=10, progress=False)
+    for row, again in zip(swept, same["rows"]["euler:2"]["cfg"]):
+        assert all(again[k] == pytest.approx(row[k], abs=1e-5) for k in ("w", "fd", "fd_std", "precision", "recall"))
+    every = rescore([run], tmp_path / "all", reference="all", bootstrap=10, progress=False)
+    real = extract(load_featurenet(), load_dataset("mnist").images)[0]
+    stored = load_file(str(run / "features.safetensors"))["euler:2|cfg|w=2"]
+    assert every["rows"]["euler:2"]["cfg"][1]["fd"] == pytest.approx(frechet_distance(real, stored))
+    assert io.read_json(tmp_path / "all" / "sweep.json")["reference"] == "all"
+    shutil.copytree(run, tmp_path / "twin")
+    pair = rescore([run, tmp_path / "twin"], tmp_path / "pair", bootstrap=10, progress=False)["paired"]["euler:2"]
+    assert set(pair) == {"sw/cfg", "twin/cfg"}
+    assert pair["twin/cfg"]["gap_to_leader"] == 0 or pair["sw/cfg"]["gap_to_leader"] == 0
+    assert pair["twin/cfg"]["gap_std"] == 0  # identical samples resampled on the same indices
+    io.write_json({**io.read_json(run / "sweep.json"), "seed": 7}, tmp_path / "twin" / "sweep.json")
+    csv_before = (run / "sweep.csv").read_bytes()
+    for args, message in (([str(run), str(tmp_path / "twin")], "different n [20] or seeds [0, 7]"),
+                          ([str(tmp_path / "all")], "not a finished guidance sweep (no features.safetensors)"),
+                          ([str(run), "--out", str(run)], "is one of the runs")):
+        bad = CliRunner().invoke(app, ["guidance-rescore", *args, "--no-progress"])
+        assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert (run / "sweep.csv").read_bytes() == csv_before

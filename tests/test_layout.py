@@ -23,6 +23,7 @@ STAGES = {
     "kakusan.guidance": 5, "kakusan.cold.restore": 5, "kakusan.sampling": 5, "kakusan.models": 5,
     "kakusan.metrics": 6, "kakusan.report": 6, "kakusan.distill": 6, "kakusan.segment": 6,
     "kakusan.guidance.sweep": 6,  # an experiment that scores samples: it needs the metrics
+    "kakusan.guidance.rescore": 6,
     "kakusan.cli": 7, "kakusan.cli.distill": 7,
 }
 

@@ -7,7 +7,9 @@ import torch
 
 from kakusan.data import load_dataset
 from kakusan.metrics import evaluate, load_featurenet, precision_recall
-from kakusan.metrics.scores import disjoint_halves, extract, fd_bootstrap, frechet_distance, kernel_distance
+from kakusan import KakusanError
+from kakusan.metrics.scores import (REAL_STREAM, disjoint_halves, extract, fd_bootstrap, frechet_distance,
+                                    kernel_distance)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,10 @@ def test_eval_cli_on_npz_and_errors(tmp_path, mnist):
     assert r.exit_code == 0  # n is capped at the number of samples
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--feature-net", "inception"])
     assert r.exit_code == 2 and "weights" in r.output
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--reference", "all"])
+    assert r.exit_code == 0 and "100 samples vs all of mnist" in r.output
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--reference", "half"])
+    assert r.exit_code == 2 and "'split' or 'all'" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_metrics_evaluate_stays_the_function_after_every_submodule_is_imported():
@@ -122,3 +128,38 @@ def test_fd_bootstrap_equals_torchmetrics_fd_of_each_resampling_and_pairs_sets_o
     assert torch.equal(boot_a, fd_bootstrap(real, a, 20, seed=5))
     assert (boot_a - boot_b).std() < 0.2 * boot_a.std()  # paired: the gap's spread is far below either FD's
     assert not torch.equal(boot_a, fd_bootstrap(real, a, 20, seed=6))
+
+
+def test_fd_bootstrap_resampling_the_reference_too_keeps_the_sample_draws_and_pairs():
+    """resample_real: each FD is torchmetrics' FD of a resampled real set against the same sample resampling as
+    without it (so rows stay paired), and the spread grows by the reference's own part."""
+    g = torch.Generator().manual_seed(4)
+    real = torch.randn(400, 8, generator=g) @ torch.randn(8, 8, generator=g)
+    fake = real[:200] + 0.4 * torch.randn(200, 8, generator=g)
+    both, fixed = fd_bootstrap(real, fake, 30, seed=2, resample_real=True), fd_bootstrap(real, fake, 30, seed=2)
+    idx, idx_real = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2 + REAL_STREAM)
+    for i in range(3):
+        pick, pick_real = torch.randint(200, (200,), generator=idx), torch.randint(400, (400,), generator=idx_real)
+        assert both[i].item() == pytest.approx(frechet_distance(real[pick_real], fake[pick]), rel=1e-8)
+        assert fixed[i].item() == pytest.approx(frechet_distance(real, fake[pick]), rel=1e-8)
+    assert torch.equal(both, fd_bootstrap(real, fake, 30, seed=2, resample_real=True))
+    assert both.std() > fixed.std()
+
+
+def test_evaluate_against_all_real_images_uses_the_whole_set_and_more_than_half_of_it(net, mnist):
+    """reference='all': the FD is against every real image's features, n may exceed half the set (refused with a
+    one-line error for 'split'), the floor is two disjoint halves of at most half, and the spread resamples both."""
+    real, samples = mnist.images[:600], mnist.images[600:1000]
+    r = evaluate(net, samples, real, reference="all", bootstrap=10)
+    f_real, f_fake = extract(net, real)[0], extract(net, samples)[0]
+    assert r["n"] == 400 and r["reference"] == "all" and r["fd"] == pytest.approx(frechet_distance(f_real, f_fake))
+    assert r["floor"]["n"] == 300 and r["floor"]["fd"] > 0
+    assert torch.equal(r["fd_boot"], fd_bootstrap(f_real, f_fake, 10, 0, resample_real=True))
+    split = evaluate(net, samples[:300], real, bootstrap=10)
+    a, b = disjoint_halves(600, 300, 0)
+    assert split["reference"] == "split" and split["floor"]["n"] == 300
+    assert split["fd"] == pytest.approx(frechet_distance(extract(net, real[b])[0], f_fake[:300]))
+    with pytest.raises(KakusanError, match="at most 300 samples, or against the whole reference set"):
+        evaluate(net, samples, real)
+    with pytest.raises(KakusanError, match="'split' or 'all'"):
+        evaluate(net, samples, real, reference="half")

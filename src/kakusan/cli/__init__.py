@@ -286,18 +286,24 @@ def report(
 def eval_(
     samples: Path = typer.Argument(..., help="Samples: a .npz (images [, labels]), a `kakusan sample` folder, or PNGs."),
     ref: str = typer.Option("mnist", help="Reference: mnist | digits | an image folder or .npz of real images."),
-    n: Optional[int] = typer.Option(None, help="Number of samples to score [all; at most half the reference]."),
+    n: Optional[int] = typer.Option(None, help="Number of samples to score [all; at most half the reference "
+                                    "with --reference split]."),
     feature_net: str = typer.Option("mnist", help="mnist (shipped evaluation net) | inception (needs --weights)."),
     weights: Optional[Path] = typer.Option(None, help="Weights of the feature net (folder for mnist, file for inception)."),
     seed: int = typer.Option(0, help="Seed of the real-set split and KID subsets."),
+    reference: str = typer.Option("split", help="Score against 'split' (n real images, the floor's other n "
+                                  "disjoint) or 'all' (every real image, as FID does; the floor at up to half)."),
 ):
-    """Score samples: FD, KID, precision/recall, class accuracy — next to the real-vs-real floor at the same n."""
+    """Score samples: FD, KID, precision/recall, class accuracy — next to the real-vs-real floor."""
     from ..metrics.sample_sets import evaluate_samples
 
     def go():
-        r = evaluate_samples(samples, ref, n=n, feature_net=feature_net, weights=weights, seed=seed)
+        r = evaluate_samples(samples, ref, n=n, feature_net=feature_net, weights=weights, seed=seed,
+                             reference=reference)
         f = r["floor"]
-        typer.echo(f"{r['n']} samples vs {r['ref']} ({r['feature_net']} features)")
+        against = "all of " if reference == "all" else f"{r['n']} of "
+        typer.echo(f"{r['n']} samples vs {against}{r['ref']} ({r['feature_net']} features); "
+                   f"floor: {f['n']} vs {f['n']} real")
         typer.echo(f"{'':12}{'samples':>10}{'floor':>10}")
         for key in ("fd", "kid", "precision", "recall"):
             typer.echo(f"{key:12}{r[key]:10.4f}{f[key]:10.4f}")
@@ -367,7 +373,7 @@ from .distill import distill_app  # noqa: E402  (its commands use the helpers ab
 app.add_typer(distill_app, name="distill")
 
 from .ema import ema  # noqa: E402
-from .guidance import guidance_sweep  # noqa: E402
+from .guidance import guidance_rescore, guidance_sweep  # noqa: E402
 from .grid import grid  # noqa: E402
 from .segment import segment  # noqa: E402
 
@@ -375,6 +381,7 @@ app.command("segment")(segment)
 app.command("grid")(grid)
 app.command("ema")(ema)
 app.command("guidance-sweep")(guidance_sweep)
+app.command("guidance-rescore")(guidance_rescore)
 
 
 def main():  # pragma: no cover

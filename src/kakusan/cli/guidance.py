@@ -23,13 +23,15 @@ def guidance_sweep(
     interval: list[str] = typer.Option(["none"], help="'none' or LO,HI in sigma; repeat for several."),
     seed: int = typer.Option(0),
     bootstrap: int = typer.Option(100, help="Bootstrap resamplings for the FD spread."),
+    reference: str = typer.Option("split", help="Score against 'split' (n real images disjoint from the floor's "
+                                  "other n) or 'all' (every real image, as FID does; the floor at up to half)."),
     out: Path = typer.Option(Path("out/guidance-sweep"), "--out", "-o"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """FD (with its bootstrap spread), precision, recall and class accuracy against w for every guide x guide EMA x
     main EMA x interval, on each sampler setting: sweep.csv, sweep.png (best w starred); last line one JSON object
     {setting: [{w, fd, fd_std, precision, recall, class_acc}]} per sampler setting."""
-    from ..guidance.sweep import FIELDS, guidance_sweep as sweep, settings_product
+    from ..guidance.sweep import guidance_sweep as sweep, settings_product
 
     def go():
         guides = {}
@@ -41,19 +43,10 @@ def guidance_sweep(
         intervals = [None if v == "none" else _pair(v, "--interval") for v in interval]
         settings = settings_product(guides, _emas(guide_ema), _emas(ema), intervals)
         r = sweep(model, settings, _floats(w), out, n=n, samplings=sampling, seed=seed, bootstrap=bootstrap,
-                  progress=progress)
-        for spec, by in r["rows"].items():
-            typer.echo(f"== {spec} -> {r['samplings'][spec]}")
-            for name, rows in by.items():
-                b = r["paired"][spec][name]
-                vs = (f"; {b['ratio_to_unguided']:.3f} +- {b['ratio_std']:.3f} x unguided" if "ratio_to_unguided" in b
-                      else "")
-                gap = (f"; {b['gap_to_leader']:+.4f} +- {b['gap_std']:.4f} vs {b['leader']}" if b["leader"] != name
-                       else "; leader")
-                typer.echo(f"{name}: best w {b['w']:g}, FD {b['fd']:.4f} +- {b['fd_std']:.4f}{vs}{gap} (paired)")
-        typer.echo(f"csv: {r['csv']}\nplot: {r['plot']}\nsame seeds side by side: {r['compare']}")
-        typer.echo(json.dumps({spec: {name: [{k: round(row[k], 5) for k in FIELDS} for row in rows]
-                                      for name, rows in by.items()} for spec, by in r["rows"].items()}))
+                  reference=reference, progress=progress)
+        _report(r)
+        typer.echo(f"same seeds side by side: {r['compare']}")
+        typer.echo(_last_line(r))
 
     _run(go)
 
@@ -64,3 +57,45 @@ def _emas(text: str) -> list[str]:
         if v not in ("auto", "raw"):
             _floats(v)  # a clear error for anything else
     return values or ["auto"]
+
+
+def guidance_rescore(
+    runs: list[Path] = typer.Argument(..., help="Finished guidance-sweep folders (same seeds and n)."),
+    reference: str = typer.Option("all", help="'all' (every real image, as FID does) or 'split' (the sweep's own "
+                                  "half: reproduces its numbers)."),
+    bootstrap: int = typer.Option(100, help="Bootstrap resamplings for the FD spread."),
+    out: Path = typer.Option(Path("out/guidance-rescore"), "--out", "-o"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Score finished sweeps again from their stored features, no sampling: against another reference, and several
+    runs side by side with paired spreads (settings named RUN/SETTING). Same outputs and last line as the sweep."""
+    from ..guidance.rescore import rescore
+
+    def go():
+        r = rescore(runs, out, reference=reference, bootstrap=bootstrap, progress=progress)
+        _report(r)
+        typer.echo(_last_line(r))
+
+    _run(go)
+
+
+def _report(r: dict) -> None:
+    """Each setting's best w, FD, ratio to its own unguided row and gap to the leader, with paired spreads."""
+    for spec, by in r["rows"].items():
+        typer.echo(f"== {spec}" + (f" -> {r['samplings'][spec]}" if "samplings" in r else ""))
+        for name in by:
+            b = r["paired"][spec][name]
+            vs = (f"; {b['ratio_to_unguided']:.3f} +- {b['ratio_std']:.3f} x unguided" if "ratio_to_unguided" in b
+                  else "")
+            gap = (f"; {b['gap_to_leader']:+.4f} +- {b['gap_std']:.4f} vs {b['leader']}" if b["leader"] != name
+                   else "; leader")
+            typer.echo(f"{name}: best w {b['w']:g}, FD {b['fd']:.4f} +- {b['fd_std']:.4f}{vs}{gap} (paired)")
+    typer.echo(f"csv: {r['csv']}\nplot: {r['plot']}")
+
+
+def _last_line(r: dict) -> str:
+    """{sampling: {setting: [{w, fd, fd_std, precision, recall, class_acc}]}} as one JSON line."""
+    from ..guidance.sweep import FIELDS
+
+    return json.dumps({spec: {name: [{k: round(row[k], 5) for k in FIELDS} for row in rows]
+                              for name, rows in by.items()} for spec, by in r["rows"].items()})

@@ -8,7 +8,8 @@ both models, which post-hoc EMA (``kakusan ema``) lets one choose after training
 same seeds and class-cycled labels, so rows differ by the guidance alone; w = 1 (no guidance) is sampled once per
 main EMA and sampler setting and shared. Writes ``sweep.csv`` (one row per setting, sampler and w), ``sweep.png``,
 ``bootstrap.safetensors`` (every row's resampled FDs, paired across rows), ``features.safetensors`` (every row's
-evaluation features, to score again against other reference draws) and ``compare.png`` (the same seeds
+evaluation features, to score again against another reference: :mod:`kakusan.guidance.rescore`), ``sweep.json``
+(model, n, seed, reference) and ``compare.png`` (the same seeds
 unguided and at each setting's best w).
 """
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ..data import load_dataset
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.generate import generate
 from ..diffusion.samplers import steps_for_nfe
-from ..metrics import evaluate, load_featurenet
+from ..metrics import load_featurenet
+from ..metrics.scores import extract, reference_sets, score_features
+from ..utils import io
 from ..utils.images import save_grid
 from .guided import guide_from_spec, load_guide, make_guided
 
@@ -76,12 +79,17 @@ def resolve_sampling(model: Denoiser, spec: str) -> tuple[str, int, str]:
 
 
 def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, n: int = 1000,
-                   samplings=("heun:35",), seed: int = 0, bootstrap: int = 100, progress: bool = True) -> dict:
+                   samplings=("heun:35",), seed: int = 0, bootstrap: int = 100, reference: str = "split",
+                   progress: bool = True) -> dict:
     """Sample and score every setting x sampler setting x w; returns rows, the best w of each (setting, sampling),
-    and the unguided rows."""
+    and the unguided rows. ``reference``: what the samples are scored against
+    (:func:`kakusan.metrics.scores.reference_sets`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    net, real = load_featurenet(), load_dataset("mnist").images
+    if bootstrap < 2:
+        raise KakusanError(f"the FD spread needs at least 2 bootstrap resamplings (got {bootstrap})")
+    net = load_featurenet()
+    ref = reference_sets(net, load_dataset("mnist").images, n, seed, reference)  # bad n / reference: before sampling
     mains: dict[str, Denoiser] = {}
     guides: dict[tuple[str, str], Denoiser] = {}
 
@@ -109,9 +117,12 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
         images = generate(main, range(seed, seed + n), cond=labels, sampler=sampler,
                           steps=steps_for_nfe(sampler, nfe), schedule=schedule, make_denoise=make_denoise,
                           progress=False)
-        r = evaluate(net, images.clamp(-1, 1), real, labels, seed=seed, bootstrap=bootstrap, features=True)
+        images = images.clamp(-1, 1)
+        features, logits = extract(net, images)
+        r = score_features(ref, features, seed, bootstrap)
+        r["class_acc"] = float((logits.argmax(1) == labels).float().mean())
         return {k: float(r[k]) for k in FIELDS[1:]} | {"floor_fd": float(r["floor"]["fd"]), "fd_boot": r["fd_boot"],
-                                                       "features": r["features"], "preview": images[:PREVIEW].clamp(-1, 1)}
+                                                       "features": features, "preview": images[:PREVIEW]}
 
     unguided: dict[tuple[str, str], dict] = {}
     rows: dict[str, dict[str, list]] = {}
@@ -134,7 +145,9 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
     used = {name: (weights(guides[(s.guide, s.guide_ema)]) if (s.guide, s.guide_ema) in guides else s.guide_ema,
                    weights(main_model(s.main_ema))) for name, s in settings.items()}
     write_csv(out / "sweep.csv", settings, rows, used)
-    plot_sweep(rows, out / "sweep.png", n)
+    io.write_json({"model": str(model), "n": n, "seed": seed, "reference": reference, "bootstrap": bootstrap,
+                   "samplings": {k: list(v) for k, v in resolved.items()}}, out / "sweep.json")
+    plot_sweep(rows, out / "sweep.png", n, reference)
     for key, file in (("fd_boot", "bootstrap"), ("features", "features")):
         save_file({f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)
                    for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / f"{file}.safetensors"))
@@ -200,7 +213,7 @@ def write_csv(path: Path, settings: dict[str, Setting], rows: dict, used: dict[s
                                      *(f"{r[k]:.6g}" for k in FIELDS), f"{r['floor_fd']:.6g}"])
 
 
-def plot_sweep(rows: dict, path: Path, n: int) -> Path:
+def plot_sweep(rows: dict, path: Path, n: int, reference: str = "split") -> Path:
     """One FD panel (log scale, bootstrap error bars, best w starred) and one class-accuracy panel per sampler
     setting."""
     import matplotlib
@@ -221,7 +234,8 @@ def plot_sweep(rows: dict, path: Path, n: int) -> Path:
         floor = next(iter(rows[spec].values()))[0]["floor_fd"]
         ax_fd.axhline(floor, color="gray", ls="--", lw=1, label="real vs real")
         ax_fd.set_yscale("log")
-        ax_fd.set_title(f"FD vs w, {spec}, n={n} (bootstrap std; star: best w)")
+        against = "all real images" if reference == "all" else f"{n} real images"
+        ax_fd.set_title(f"FD vs w, {spec}, n={n} against {against} (bootstrap std; star: best w)", fontsize=9)
         ax_acc.set_title(f"class accuracy vs w, {spec}")
         for ax in (ax_fd, ax_acc):
             ax.set_xlabel("guidance weight w")

@@ -12,9 +12,10 @@ from .scores import evaluate
 
 
 def evaluate_samples(samples: str | Path, ref: str = "mnist", *, n: int | None = None, feature_net: str = "mnist",
-                     weights: str | Path | None = None, seed: int = 0) -> dict:
+                     weights: str | Path | None = None, seed: int = 0, reference: str = "split") -> dict:
     """FD, KID, precision/recall (and class accuracy when the samples carry labels) against ``ref`` (a built-in data
-    set or an image folder / .npz), with the real-vs-real floor at the same sample count."""
+    set or an image folder / .npz) — a disjoint half of it or all of it (``reference``, see
+    :func:`kakusan.metrics.scores.reference_sets`) — with the real-vs-real floor."""
     if feature_net == "mnist":
         net, channels = load_featurenet(weights), 1
     elif feature_net == "inception":
@@ -26,5 +27,5 @@ def evaluate_samples(samples: str | Path, ref: str = "mnist", *, n: int | None =
         real = load_dataset(ref, image_size=images.shape[-1], channels=channels).images
     else:
         real, _ = load_image_set(ref, channels)
-    result = evaluate(net, images, real, labels, n=n, seed=seed)
+    result = evaluate(net, images, real, labels, n=n, seed=seed, reference=reference)
     return {"samples": str(samples), "ref": str(ref), "feature_net": feature_net, **result}

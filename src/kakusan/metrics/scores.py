@@ -69,22 +69,36 @@ def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(0), torch.cov(x.T)
 
 
-def fd_bootstrap(real: torch.Tensor, fake: torch.Tensor, reps: int = 100, seed: int = 0) -> torch.Tensor:
-    """FD of ``reps`` resamplings (with replacement) of the sample features against fixed real features (Efron's
-    bootstrap).
+def _root(cov: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a covariance (negative round-off eigenvalues clipped)."""
+    lam, vec = torch.linalg.eigh(cov)
+    return vec @ torch.diag(lam.clamp(min=0).sqrt()) @ vec.T
+
+
+REAL_STREAM = 7919  # offset of the real features' resampling seed from the samples' (resample_real=True)
+
+
+def fd_bootstrap(real: torch.Tensor, fake: torch.Tensor, reps: int = 100, seed: int = 0,
+                 resample_real: bool = False) -> torch.Tensor:
+    """FD of ``reps`` resamplings (with replacement) of the sample features against the real features (Efron's
+    bootstrap); ``resample_real`` resamples the real features too, so the spread includes the reference set's own
+    finite size.
 
     FD = |mu_r - mu_f|^2 + tr S_r + tr S_f - 2 tr (S_r^1/2 S_f S_r^1/2)^1/2 (Heusel et al. 2017, eq. 6 with the
-    symmetric form of the cross term): S_r^1/2 is computed once, each resampling costs one symmetric eigensolve.
-    The resampled indices depend only on (n, reps, seed), so two sample sets of the same size drawn on the same seeds
-    are resampled *in pairs*: ``(fd_bootstrap(r, a) - fd_bootstrap(r, b)).std()`` is the spread of the gap itself."""
+    symmetric form of the cross term): with fixed real features S_r^1/2 is computed once, each resampling costs one
+    symmetric eigensolve. The resampled indices depend only on (n, reps, seed) (the real ones on (len(real), reps,
+    seed + REAL_STREAM)), so two sample sets of the same size drawn on the same seeds are resampled *in pairs*:
+    ``(fd_bootstrap(r, a) - fd_bootstrap(r, b)).std()`` is the spread of the gap itself."""
+    real, fake = real.double(), fake.double()
     mu_r, cov_r = _moments(real)
-    lam, vec = torch.linalg.eigh(cov_r)
-    root_r = vec @ torch.diag(lam.clamp(min=0).sqrt()) @ vec.T
-    g = torch.Generator().manual_seed(seed)
-    fake = fake.double()
+    root_r = _root(cov_r)
+    g, g_real = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + REAL_STREAM)
     out = torch.empty(reps, dtype=torch.float64)
     for i in range(reps):
         mu_f, cov_f = _moments(fake[torch.randint(len(fake), (len(fake),), generator=g)])
+        if resample_real:
+            mu_r, cov_r = _moments(real[torch.randint(len(real), (len(real),), generator=g_real)])
+            root_r = _root(cov_r)
         cross = torch.linalg.eigvalsh(root_r @ cov_f @ root_r).clamp(min=0).sqrt().sum()
         out[i] = (mu_r - mu_f).square().sum() + cov_r.trace() + cov_f.trace() - 2 * cross
     return out
@@ -135,33 +149,57 @@ def disjoint_halves(n_real: int, n: int, seed: int = 0) -> tuple[torch.Tensor, t
     return perm[:n], perm[n:2 * n]
 
 
-def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None = None,
-             n: int | None = None, seed: int = 0, bootstrap: int = 0, features: bool = False) -> dict:
-    """Score ``samples`` against ``real`` images with the real-vs-real floor at the same sample count.
+def reference_sets(net: nn.Module, real: torch.Tensor, n: int, seed: int = 0, reference: str = "split") -> dict:
+    """The evaluation features n samples are scored against, and the real-vs-real floor.
 
-    The real images are split at random into two disjoint sets A and B of n images each (n = number of samples, or
-    ``n``); the score compares the samples with B, the floor compares A with B. ``bootstrap`` > 0 adds ``fd_std``,
-    the FD's bootstrap spread over that many resamplings of the samples, and ``fd_boot``, the resampled FDs (paired
-    across sample sets of the same size and seed, see :func:`fd_bootstrap`). ``features=True`` adds the
-    samples' evaluation-network features, for scoring them again against other reference sets."""
-    n = min(n or len(samples), len(samples))
-    if len(real) < 2 * n:
+    ``reference='split'``: the real images are split at random into two disjoint sets A and B of n images each; the
+    samples are compared with B, the floor compares A with B — both at the same sample count, so the floor is exactly
+    what a perfect model would score. ``reference='all'``: the samples are compared with every real image (the usual
+    practice for FID: the statistics of the whole data set), which lowers the FD's finite-sample bias and lets n
+    exceed half the reference; the floor is then A vs B at min(n, len(real) // 2) (its size in ``floor['n']``)."""
+    if reference not in ("split", "all"):
+        raise KakusanError(f"the reference is 'split' or 'all' (got {reference!r})")
+    if reference == "split" and len(real) < 2 * n:
         raise KakusanError(f"the floor needs 2 x {n} real images but the reference has {len(real)}; "
-                           f"evaluate at most {len(real) // 2} samples")
+                           f"evaluate at most {len(real) // 2} samples, or against the whole reference set")
+    m = n if reference == "split" else min(n, len(real) // 2)
+    a, b = disjoint_halves(len(real), m, seed)
+    if reference == "split":
+        f_a, _ = extract(net, real[a])
+        f_ref = f_b = extract(net, real[b])[0]
+    else:
+        f_ref, _ = extract(net, real)
+        f_a, f_b = f_ref[a], f_ref[b]
+    return {"reference": reference, "features": f_ref, "floor": {**scores(f_b, f_a), "n": m}}
+
+
+def score_features(ref: dict, fake: torch.Tensor, seed: int = 0, bootstrap: int = 0) -> dict:
+    """Scores of sample features against :func:`reference_sets`; ``bootstrap`` > 0 adds ``fd_std``, the FD's
+    bootstrap spread over that many resamplings, and ``fd_boot``, the resampled FDs (paired across sample sets of the
+    same size and seed, see :func:`fd_bootstrap`; against 'all' the real images are resampled too)."""
+    result = {"n": len(fake), "reference": ref["reference"], **scores(ref["features"], fake), "floor": ref["floor"]}
+    result["fd_over_floor"] = result["fd"] / max(result["floor"]["fd"], 1e-12)
+    if bootstrap:
+        boot = fd_bootstrap(ref["features"], fake, bootstrap, seed, resample_real=ref["reference"] == "all")
+        result["fd_std"], result["fd_boot"] = float(boot.std()), boot
+    return result
+
+
+def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None = None,
+             n: int | None = None, seed: int = 0, bootstrap: int = 0, features: bool = False,
+             reference: str = "split") -> dict:
+    """Score ``samples`` (the first ``n``) against ``real`` images with the real-vs-real floor
+    (:func:`reference_sets`, :func:`score_features`), and the class accuracy where ``labels`` and the network's
+    logits exist. ``features=True`` adds the samples' evaluation-network features, for scoring them again against
+    other reference sets."""
+    n = min(n or len(samples), len(samples))
     if n < 10:
         raise KakusanError(f"at least 10 samples are needed (got {n})")
     if samples.shape[1:] != real.shape[1:]:
         raise KakusanError(f"samples are {tuple(samples.shape[1:])} but reference images are {tuple(real.shape[1:])}")
-    a, b = disjoint_halves(len(real), n, seed)
-    real_a, real_b = real[a], real[b]
+    ref = reference_sets(net, real, n, seed, reference)
     f_fake, logits = extract(net, samples[:n])
-    f_a, _ = extract(net, real_a)
-    f_b, _ = extract(net, real_b)
-    result = {"n": n, **scores(f_b, f_fake), "floor": scores(f_b, f_a)} | ({"features": f_fake} if features else {})
-    result["fd_over_floor"] = result["fd"] / max(result["floor"]["fd"], 1e-12)
-    if bootstrap:
-        boot = fd_bootstrap(f_b, f_fake, bootstrap, seed)
-        result["fd_std"], result["fd_boot"] = float(boot.std()), boot
+    result = score_features(ref, f_fake, seed, bootstrap) | ({"features": f_fake} if features else {})
     if labels is not None and logits is not None:
         result["class_acc"] = float((logits.argmax(1) == labels[:n].to(logits.device)).float().mean())
     return result

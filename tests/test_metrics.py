@@ -65,6 +65,23 @@ def test_floor_uses_disjoint_real_halves():
     assert len(a) == len(b) == 1000 and not set(a.tolist()) & set(b.tolist())
 
 
+def test_halves_stratified_by_class_keep_the_sets_proportions_exactly():
+    """With labels each half holds every class in the whole set's proportion (largest remainders), not a random
+    draw's; an odd class at n = half the set still fits; too large an n is a one-line error."""
+    labels = torch.arange(10).repeat_interleave(torch.tensor([500, 500, 300, 300, 300, 300, 300, 300, 300, 201]))
+    a, b = disjoint_halves(len(labels), 1000, seed=1, labels=labels)
+    assert len(a) == len(b) == 1000 and not set(a.tolist()) & set(b.tolist())
+    for half in (a, b):
+        counts = torch.bincount(labels[half], minlength=10)
+        share = torch.bincount(labels).double() * 1000 / len(labels)
+        assert ((counts - share).abs() < 1).all()
+    assert not torch.equal(a, disjoint_halves(len(labels), 1000, seed=2, labels=labels)[0])
+    half = len(labels) // 2  # every class but the odd one gives exactly half of itself to each set
+    assert len(disjoint_halves(len(labels), half, labels=labels)[0]) == half
+    with pytest.raises(KakusanError, match="do not fit"):
+        disjoint_halves(len(labels), half + 1, labels=labels)
+
+
 def test_evaluate_reports_floor_and_class_accuracy(net, mnist):
     idx = torch.arange(4000, 4300)
     r = evaluate(net, mnist.images[idx], mnist.images[:4000], mnist.labels[idx])

@@ -64,7 +64,8 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
         raise KakusanError(f"the runs were sampled on different n {sorted(sizes)} or seeds {sorted(seeds)}; "
                            "only runs on the same seeds can be set side by side")
     (n,), (seed,) = sizes, seeds
-    ref = reference_sets(load_featurenet(), load_dataset("mnist").images, n, seed, reference)
+    data = load_dataset("mnist")
+    ref = reference_sets(load_featurenet(), data.images, n, seed, reference, data.labels)
     rows: dict[str, dict[str, list]] = {}
     lines_out = []
     jobs = [(r, line) for r, (lines, _, _) in loaded.items() for line in lines]

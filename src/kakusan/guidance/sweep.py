@@ -89,7 +89,8 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
     if bootstrap < 2:
         raise KakusanError(f"the FD spread needs at least 2 bootstrap resamplings (got {bootstrap})")
     net = load_featurenet()
-    ref = reference_sets(net, load_dataset("mnist").images, n, seed, reference)  # bad n / reference: before sampling
+    data = load_dataset("mnist")
+    ref = reference_sets(net, data.images, n, seed, reference, data.labels)  # bad n / reference: before sampling
     mains: dict[str, Denoiser] = {}
     guides: dict[tuple[str, str], Denoiser] = {}
 

@@ -24,8 +24,9 @@ def evaluate_samples(samples: str | Path, ref: str = "mnist", *, n: int | None =
         raise KakusanError(f"unknown feature net {feature_net!r}: choose mnist or inception")
     images, labels = load_image_set(samples, channels)
     if ref in ("mnist", "digits"):
-        real = load_dataset(ref, image_size=images.shape[-1], channels=channels).images
+        data = load_dataset(ref, image_size=images.shape[-1], channels=channels)
+        real, real_labels = data.images, data.labels
     else:
-        real, _ = load_image_set(ref, channels)
-    result = evaluate(net, images, real, labels, n=n, seed=seed, reference=reference)
+        real, real_labels = load_image_set(ref, channels)
+    result = evaluate(net, images, real, labels, n=n, seed=seed, reference=reference, real_labels=real_labels)
     return {"samples": str(samples), "ref": str(ref), "feature_net": feature_net, **result}

@@ -143,27 +143,52 @@ def scores(ref: torch.Tensor, other: torch.Tensor) -> dict:
             "recall": recall}
 
 
-def disjoint_halves(n_real: int, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two disjoint random index sets of size n from range(n_real): the floor's two real sets."""
-    perm = torch.randperm(n_real, generator=torch.Generator().manual_seed(seed))
-    return perm[:n], perm[n:2 * n]
+def disjoint_halves(n_real: int, n: int, seed: int = 0,
+                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint random index sets of size n from range(n_real): the floor's two real sets. With the reference's
+    class ``labels`` both sets are stratified — each class in the proportion it has in the whole set (largest
+    remainders, at most half a class per set) — so neither carries the random class imbalance of a plain draw, which
+    class-cycled samples do not have."""
+    g = torch.Generator().manual_seed(seed)
+    if labels is None:
+        perm = torch.randperm(n_real, generator=g)
+        return perm[:n], perm[n:2 * n]
+    classes, counts = labels.unique(return_counts=True)
+    share = counts.double() * n / n_real
+    take = torch.minimum(share.floor().long(), counts // 2)
+    order = torch.argsort(share - take, descending=True, stable=True).tolist()  # largest remainders first
+    while take.sum() < n:
+        room = [c for c in order if take[c] < counts[c] // 2]
+        if not room:
+            raise KakusanError(f"two disjoint class-stratified sets of {n} do not fit in {n_real} images")
+        for c in room[:n - int(take.sum())]:
+            take[c] += 1
+    a, b = [], []
+    for c, k in zip(classes, take.tolist()):
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        a.append(members[:k])
+        b.append(members[k:2 * k])
+    return torch.cat(a), torch.cat(b)
 
 
-def reference_sets(net: nn.Module, real: torch.Tensor, n: int, seed: int = 0, reference: str = "split") -> dict:
+def reference_sets(net: nn.Module, real: torch.Tensor, n: int, seed: int = 0, reference: str = "split",
+                   real_labels: torch.Tensor | None = None) -> dict:
     """The evaluation features n samples are scored against, and the real-vs-real floor.
 
     ``reference='split'``: the real images are split at random into two disjoint sets A and B of n images each; the
     samples are compared with B, the floor compares A with B — both at the same sample count, so the floor is exactly
     what a perfect model would score. ``reference='all'``: the samples are compared with every real image (the usual
     practice for FID: the statistics of the whole data set), which lowers the FD's finite-sample bias and lets n
-    exceed half the reference; the floor is then A vs B at min(n, len(real) // 2) (its size in ``floor['n']``)."""
+    exceed half the reference; the floor is then A vs B at min(n, len(real) // 2) (its size in ``floor['n']``).
+    ``real_labels``: A and B stratified by class (:func:`disjoint_halves`)."""
     if reference not in ("split", "all"):
         raise KakusanError(f"the reference is 'split' or 'all' (got {reference!r})")
     if reference == "split" and len(real) < 2 * n:
         raise KakusanError(f"the floor needs 2 x {n} real images but the reference has {len(real)}; "
                            f"evaluate at most {len(real) // 2} samples, or against the whole reference set")
     m = n if reference == "split" else min(n, len(real) // 2)
-    a, b = disjoint_halves(len(real), m, seed)
+    a, b = disjoint_halves(len(real), m, seed, real_labels)
     if reference == "split":
         f_a, _ = extract(net, real[a])
         f_ref = f_b = extract(net, real[b])[0]
@@ -187,9 +212,9 @@ def score_features(ref: dict, fake: torch.Tensor, seed: int = 0, bootstrap: int 
 
 def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None = None,
              n: int | None = None, seed: int = 0, bootstrap: int = 0, features: bool = False,
-             reference: str = "split") -> dict:
+             reference: str = "split", real_labels: torch.Tensor | None = None) -> dict:
     """Score ``samples`` (the first ``n``) against ``real`` images with the real-vs-real floor
-    (:func:`reference_sets`, :func:`score_features`), and the class accuracy where ``labels`` and the network's
+    (:func:`reference_sets`; ``real_labels`` stratify its sets by class, :func:`score_features`), and the class accuracy where ``labels`` and the network's
     logits exist. ``features=True`` adds the samples' evaluation-network features, for scoring them again against
     other reference sets."""
     n = min(n or len(samples), len(samples))
@@ -197,7 +222,7 @@ def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: 
         raise KakusanError(f"at least 10 samples are needed (got {n})")
     if samples.shape[1:] != real.shape[1:]:
         raise KakusanError(f"samples are {tuple(samples.shape[1:])} but reference images are {tuple(real.shape[1:])}")
-    ref = reference_sets(net, real, n, seed, reference)
+    ref = reference_sets(net, real, n, seed, reference, real_labels)
     f_fake, logits = extract(net, samples[:n])
     result = score_features(ref, f_fake, seed, bootstrap) | ({"features": f_fake} if features else {})
     if labels is not None and logits is not None:

@@ -61,8 +61,8 @@ def _emas(text: str) -> list[str]:
 
 def guidance_rescore(
     runs: list[Path] = typer.Argument(..., help="Finished guidance-sweep folders (same seeds and n)."),
-    reference: str = typer.Option("all", help="'all' (every real image, as FID does) or 'split' (the sweep's own "
-                                  "half: reproduces its numbers)."),
+    reference: str = typer.Option("all", help="'all' (every real image, as FID does) or 'split' (the sweep's "
+                                  "class-stratified half: reproduces a sweep of this version)."),
     bootstrap: int = typer.Option(100, help="Bootstrap resamplings for the FD spread."),
     out: Path = typer.Option(Path("out/guidance-rescore"), "--out", "-o"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),

@@ -3,9 +3,10 @@
 A sweep (:mod:`kakusan.guidance.sweep`) keeps every row's evaluation features (``features.safetensors``). Here they
 are scored against another reference — ``all``: every real image, the usual practice for FID (the statistics of the
 whole data set; less finite-sample bias than the disjoint half a sweep uses by default, and the bootstrap resamples
-the real images too) or ``split``: the sweep's own half, which reproduces its numbers — and several runs are set side
-by side. Runs sampled on the same seeds and n are paired sample for sample, so every row is resampled on the same
-indices and a gap between rows of different runs gets its paired spread (:func:`.sweep.paired_summary`).
+the real images too) or ``split``: the class-stratified half a sweep uses, which reproduces the numbers of a sweep
+made by this version — and several runs are set side by side. Runs sampled on the same seeds and n are paired sample
+for sample, so every row is resampled on the same indices and a gap between rows of different runs gets its paired
+spread (:func:`.sweep.paired_summary`).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from kakusan.data import load_dataset
 from kakusan.metrics import evaluate, load_featurenet, precision_recall
 from kakusan import KakusanError
 from kakusan.metrics.scores import (REAL_STREAM, disjoint_halves, extract, fd_bootstrap, frechet_distance,
-                                    kernel_distance)
+                                    kernel_distance, reference_sets, score_features)
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +172,10 @@ def test_evaluate_against_all_real_images_uses_the_whole_set_and_more_than_half_
     assert r["n"] == 400 and r["reference"] == "all" and r["fd"] == pytest.approx(frechet_distance(f_real, f_fake))
     assert r["floor"]["n"] == 300 and r["floor"]["fd"] > 0
     assert torch.equal(r["fd_boot"], fd_bootstrap(f_real, f_fake, 10, 0, resample_real=True))
+    ref = reference_sets(net, real, 400, reference="all")  # its bootstrap draws: computed once, shared by every set
+    first, second = score_features(ref, f_fake, bootstrap=10), score_features(ref, f_fake.flip(0)[:350], bootstrap=10)
+    assert list(ref["draws"]) == [(10, 0)] and torch.equal(first["fd_boot"], r["fd_boot"])
+    assert torch.equal(second["fd_boot"], fd_bootstrap(f_real, f_fake.flip(0)[:350], 10, 0, resample_real=True))
     split = evaluate(net, samples[:300], real, bootstrap=10)
     a, b = disjoint_halves(600, 300, 0)
     assert split["reference"] == "split" and split["floor"]["n"] == 300

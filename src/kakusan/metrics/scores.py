@@ -78,27 +78,41 @@ def _root(cov: torch.Tensor) -> torch.Tensor:
 REAL_STREAM = 7919  # offset of the real features' resampling seed from the samples' (resample_real=True)
 
 
+def reference_draws(real: torch.Tensor, reps: int, seed: int = 0, resample: bool = False) -> list[tuple]:
+    """(mean, covariance, covariance^1/2) of the real features for each of ``reps`` bootstrap draws: the fixed set
+    every time, or resamplings with replacement whose indices depend only on (len(real), reps, seed + REAL_STREAM).
+    Computed once, they serve every sample set scored against the same reference."""
+    real = real.double()
+    if not resample:
+        mu, cov = _moments(real)
+        return [(mu, cov, _root(cov))] * reps
+    g = torch.Generator().manual_seed(seed + REAL_STREAM)
+    draws = []
+    for _ in range(reps):
+        mu, cov = _moments(real[torch.randint(len(real), (len(real),), generator=g)])
+        draws.append((mu, cov, _root(cov)))
+    return draws
+
+
 def fd_bootstrap(real: torch.Tensor, fake: torch.Tensor, reps: int = 100, seed: int = 0,
-                 resample_real: bool = False) -> torch.Tensor:
+                 resample_real: bool = False, draws: list[tuple] | None = None) -> torch.Tensor:
     """FD of ``reps`` resamplings (with replacement) of the sample features against the real features (Efron's
     bootstrap); ``resample_real`` resamples the real features too, so the spread includes the reference set's own
-    finite size.
+    finite size (``draws``: those of :func:`reference_draws`, when already computed).
 
     FD = |mu_r - mu_f|^2 + tr S_r + tr S_f - 2 tr (S_r^1/2 S_f S_r^1/2)^1/2 (Heusel et al. 2017, eq. 6 with the
-    symmetric form of the cross term): with fixed real features S_r^1/2 is computed once, each resampling costs one
-    symmetric eigensolve. The resampled indices depend only on (n, reps, seed) (the real ones on (len(real), reps,
-    seed + REAL_STREAM)), so two sample sets of the same size drawn on the same seeds are resampled *in pairs*:
-    ``(fd_bootstrap(r, a) - fd_bootstrap(r, b)).std()`` is the spread of the gap itself."""
-    real, fake = real.double(), fake.double()
-    mu_r, cov_r = _moments(real)
-    root_r = _root(cov_r)
-    g, g_real = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + REAL_STREAM)
+    symmetric form of the cross term): each resampling costs one symmetric eigensolve. The resampled indices depend
+    only on (n, reps, seed) (the real ones on (len(real), reps, seed + REAL_STREAM)), so two sample sets of the same
+    size drawn on the same seeds are resampled *in pairs*: ``(fd_bootstrap(r, a) - fd_bootstrap(r, b)).std()`` is
+    the spread of the gap itself."""
+    draws = draws or reference_draws(real, reps, seed, resample_real)
+    if len(draws) < reps:
+        raise ValueError(f"{reps} resamplings need as many reference draws (got {len(draws)})")
+    fake = fake.double()
+    g = torch.Generator().manual_seed(seed)
     out = torch.empty(reps, dtype=torch.float64)
-    for i in range(reps):
+    for i, (mu_r, cov_r, root_r) in enumerate(draws[:reps]):
         mu_f, cov_f = _moments(fake[torch.randint(len(fake), (len(fake),), generator=g)])
-        if resample_real:
-            mu_r, cov_r = _moments(real[torch.randint(len(real), (len(real),), generator=g_real)])
-            root_r = _root(cov_r)
         cross = torch.linalg.eigvalsh(root_r @ cov_f @ root_r).clamp(min=0).sqrt().sum()
         out[i] = (mu_r - mu_f).square().sum() + cov_r.trace() + cov_f.trace() - 2 * cross
     return out
@@ -205,7 +219,10 @@ def score_features(ref: dict, fake: torch.Tensor, seed: int = 0, bootstrap: int 
     result = {"n": len(fake), "reference": ref["reference"], **scores(ref["features"], fake), "floor": ref["floor"]}
     result["fd_over_floor"] = result["fd"] / max(result["floor"]["fd"], 1e-12)
     if bootstrap:
-        boot = fd_bootstrap(ref["features"], fake, bootstrap, seed, resample_real=ref["reference"] == "all")
+        draws = ref.setdefault("draws", {})  # the reference's own bootstrap draws, computed once per (reps, seed)
+        if (bootstrap, seed) not in draws:
+            draws[bootstrap, seed] = reference_draws(ref["features"], bootstrap, seed, ref["reference"] == "all")
+        boot = fd_bootstrap(ref["features"], fake, bootstrap, seed, draws=draws[bootstrap, seed])
         result["fd_std"], result["fd_boot"] = float(boot.std()), boot
     return result
 
@@ -214,8 +231,8 @@ def evaluate(net: nn.Module, samples: torch.Tensor, real: torch.Tensor, labels: 
              n: int | None = None, seed: int = 0, bootstrap: int = 0, features: bool = False,
              reference: str = "split", real_labels: torch.Tensor | None = None) -> dict:
     """Score ``samples`` (the first ``n``) against ``real`` images with the real-vs-real floor
-    (:func:`reference_sets`; ``real_labels`` stratify its sets by class, :func:`score_features`), and the class accuracy where ``labels`` and the network's
-    logits exist. ``features=True`` adds the samples' evaluation-network features, for scoring them again against
+    (:func:`reference_sets`, whose sets ``real_labels`` stratify by class; :func:`score_features`), and the class
+    accuracy where ``labels`` and the network's logits exist. ``features=True`` adds the samples' evaluation-network features, for scoring them again against
     other reference sets."""
     n = min(n or len(samples), len(samples))
     if n < 10:

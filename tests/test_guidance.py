@@ -210,7 +210,7 @@ def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_pat
     from kakusan.data import load_dataset
     from kakusan.guidance.rescore import rescore
     from kakusan.metrics import load_featurenet
-    from kakusan.metrics.scores import extract, frechet_distance
+    from kakusan.metrics.scores import extract, fd_bootstrap, frechet_distance
     from kakusan.utils import io
 
     run = tmp_path / "sw"
@@ -226,6 +226,12 @@ def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_pat
     stored = load_file(str(run / "features.safetensors"))["euler:2|cfg|w=2"]
     assert every["rows"]["euler:2"]["cfg"][1]["fd"] == pytest.approx(frechet_distance(real, stored))
     assert io.read_json(tmp_path / "all" / "sweep.json")["reference"] == "all"
+    # the seed-to-seed spread: the same FD, the bootstrap resampling the samples only (the fixed reference's own)
+    fixed = rescore([run], tmp_path / "fixed", reference="all", bootstrap=10, spread="samples", progress=False)
+    row, wide = fixed["rows"]["euler:2"]["cfg"][1], every["rows"]["euler:2"]["cfg"][1]
+    assert row["fd"] == wide["fd"] and row["fd_std"] != pytest.approx(wide["fd_std"])
+    assert row["fd_std"] == pytest.approx(float(fd_bootstrap(real, stored, 10, 0).std()))
+    assert io.read_json(tmp_path / "fixed" / "sweep.json")["spread"] == "samples"
     shutil.copytree(run, tmp_path / "twin")
     pair = rescore([run, tmp_path / "twin"], tmp_path / "pair", bootstrap=10, progress=False)["paired"]["euler:2"]
     assert set(pair) == {"sw/cfg", "twin/cfg"}
@@ -235,7 +241,8 @@ def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_pat
     csv_before = (run / "sweep.csv").read_bytes()
     for args, message in (([str(run), str(tmp_path / "twin")], "different n [20] or seeds [0, 7]"),
                           ([str(tmp_path / "all")], "not a finished guidance sweep (no features.safetensors)"),
-                          ([str(run), "--out", str(run)], "is one of the runs")):
+                          ([str(run), "--out", str(run)], "is one of the runs"),
+                          ([str(run), "--spread", "real", "--out", str(tmp_path / "x")], "'samples', 'both' or 'auto'")):
         bad = CliRunner().invoke(app, ["guidance-rescore", *args, "--no-progress"])
         assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
     assert (run / "sweep.csv").read_bytes() == csv_before

@@ -64,6 +64,8 @@ def guidance_rescore(
     reference: str = typer.Option("all", help="'all' (every real image, as FID does) or 'split' (the sweep's "
                                   "class-stratified half: reproduces a sweep of this version)."),
     bootstrap: int = typer.Option(100, help="Bootstrap resamplings for the FD spread."),
+    spread: str = typer.Option("auto", help="What the bootstrap resamples: 'samples' (seed-to-seed spread against "
+                               "a fixed reference), 'both' (the real images too), 'auto' (both against 'all')."),
     out: Path = typer.Option(Path("out/guidance-rescore"), "--out", "-o"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
@@ -72,7 +74,7 @@ def guidance_rescore(
     from ..guidance.rescore import rescore
 
     def go():
-        r = rescore(runs, out, reference=reference, bootstrap=bootstrap, progress=progress)
+        r = rescore(runs, out, reference=reference, bootstrap=bootstrap, spread=spread, progress=progress)
         _report(r)
         typer.echo(_last_line(r))
 

@@ -46,9 +46,10 @@ def row_key(line: dict) -> str:
 
 
 def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", bootstrap: int = 100,
-            progress: bool = True) -> dict:
+            spread: str = "auto", progress: bool = True) -> dict:
     """Every row of every run scored against ``reference``; settings are named RUN/SETTING when there are several
-    runs. Writes sweep.csv, sweep.png, bootstrap.safetensors and sweep.json to ``out`` (never into a run)."""
+    runs. ``spread``: what the bootstrap resamples (:func:`~kakusan.metrics.scores.reference_sets`). Writes
+    sweep.csv, sweep.png, bootstrap.safetensors and sweep.json to ``out`` (never into a run)."""
     runs, out = [Path(r) for r in runs], Path(out)
     if not runs:
         raise KakusanError("give at least one sweep folder")
@@ -66,7 +67,7 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
                            "only runs on the same seeds can be set side by side")
     (n,), (seed,) = sizes, seeds
     data = load_dataset("mnist")
-    ref = reference_sets(load_featurenet(), data.images, n, seed, reference, data.labels)
+    ref = reference_sets(load_featurenet(), data.images, n, seed, reference, data.labels, spread)
     rows: dict[str, dict[str, list]] = {}
     lines_out = []
     jobs = [(r, line) for r, (lines, _, _) in loaded.items() for line in lines]
@@ -87,7 +88,7 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
     save_file({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].to(torch.float32, copy=True)
                for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / "bootstrap.safetensors"))
     io.write_json({"runs": [str(r) for r in runs], "n": n, "seed": seed, "reference": reference,
-                   "bootstrap": bootstrap, "floor": {"fd": ref["floor"]["fd"], "n": ref["floor"]["n"]}},
+                   "bootstrap": bootstrap, "spread": "both" if ref["resample"] else "samples", "floor": {"fd": ref["floor"]["fd"], "n": ref["floor"]["n"]}},
                   out / "sweep.json")
     plot_sweep(rows, out / "sweep.png", n, reference)
     best = best_rows(rows)

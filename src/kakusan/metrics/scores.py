@@ -187,7 +187,7 @@ def disjoint_halves(n_real: int, n: int, seed: int = 0,
 
 
 def reference_sets(net: nn.Module, real: torch.Tensor, n: int, seed: int = 0, reference: str = "split",
-                   real_labels: torch.Tensor | None = None) -> dict:
+                   real_labels: torch.Tensor | None = None, spread: str = "auto") -> dict:
     """The evaluation features n samples are scored against, and the real-vs-real floor.
 
     ``reference='split'``: the real images are split at random into two disjoint sets A and B of n images each; the
@@ -195,9 +195,14 @@ def reference_sets(net: nn.Module, real: torch.Tensor, n: int, seed: int = 0, re
     what a perfect model would score. ``reference='all'``: the samples are compared with every real image (the usual
     practice for FID: the statistics of the whole data set), which lowers the FD's finite-sample bias and lets n
     exceed half the reference; the floor is then A vs B at min(n, len(real) // 2) (its size in ``floor['n']``).
-    ``real_labels``: A and B stratified by class (:func:`disjoint_halves`)."""
+    ``real_labels``: A and B stratified by class (:func:`disjoint_halves`). ``spread``: what the FD's bootstrap
+    resamples — 'samples' (the seed-to-seed spread against a fixed reference, as FID's error bars against fixed
+    data-set statistics), 'both' (the reference too: the spread then also holds the reference's own finite size), or
+    'auto' (both against 'all', samples against the split)."""
     if reference not in ("split", "all"):
         raise KakusanError(f"the reference is 'split' or 'all' (got {reference!r})")
+    if spread not in ("auto", "samples", "both"):
+        raise KakusanError(f"the spread resamples 'samples', 'both' or 'auto' (got {spread!r})")
     if reference == "split" and len(real) < 2 * n:
         raise KakusanError(f"the floor needs 2 x {n} real images but the reference has {len(real)}; "
                            f"evaluate at most {len(real) // 2} samples, or against the whole reference set")
@@ -209,19 +214,20 @@ def reference_sets(net: nn.Module, real: torch.Tensor, n: int, seed: int = 0, re
     else:
         f_ref, _ = extract(net, real)
         f_a, f_b = f_ref[a], f_ref[b]
-    return {"reference": reference, "features": f_ref, "floor": {**scores(f_b, f_a), "n": m}}
+    resample = reference == "all" if spread == "auto" else spread == "both"
+    return {"reference": reference, "features": f_ref, "floor": {**scores(f_b, f_a), "n": m}, "resample": resample}
 
 
 def score_features(ref: dict, fake: torch.Tensor, seed: int = 0, bootstrap: int = 0) -> dict:
     """Scores of sample features against :func:`reference_sets`; ``bootstrap`` > 0 adds ``fd_std``, the FD's
     bootstrap spread over that many resamplings, and ``fd_boot``, the resampled FDs (paired across sample sets of the
-    same size and seed, see :func:`fd_bootstrap`; against 'all' the real images are resampled too)."""
+    same size and seed, see :func:`fd_bootstrap`; the real images are resampled too if the reference says so)."""
     result = {"n": len(fake), "reference": ref["reference"], **scores(ref["features"], fake), "floor": ref["floor"]}
     result["fd_over_floor"] = result["fd"] / max(result["floor"]["fd"], 1e-12)
     if bootstrap:
         draws = ref.setdefault("draws", {})  # the reference's own bootstrap draws, computed once per (reps, seed)
         if (bootstrap, seed) not in draws:
-            draws[bootstrap, seed] = reference_draws(ref["features"], bootstrap, seed, ref["reference"] == "all")
+            draws[bootstrap, seed] = reference_draws(ref["features"], bootstrap, seed, ref["resample"])
         boot = fd_bootstrap(ref["features"], fake, bootstrap, seed, draws=draws[bootstrap, seed])
         result["fd_std"], result["fd_boot"] = float(boot.std()), boot
     return result

@@ -101,6 +101,10 @@ def test_posthoc_ema_of_a_run_matches_the_ema_tracked_in_training(tmp_path):
     posthoc_ema(tmp_path / "a", [0.07], tmp_path / "again")
     again = Denoiser.from_pretrained(tmp_path / "again", ema=0.07).net.state_dict()
     assert all(torch.equal(again[k], post[k]) for k in post)
+    assert posthoc_ema(tmp_path / "a", [0.07], tmp_path / "early", at_kimg=3.2)["target_kimg"] == 3.0
+    with pytest.raises(KakusanError, match="snapshots end at 6 kimg"):  # past the run's end: not silently its end
+        posthoc_ema(tmp_path / "a", [0.07], tmp_path / "late", at_kimg=12)
+    assert not (tmp_path / "late").exists()
     before = sorted(p.name for p in (tmp_path / "post").rglob("*"))
     with pytest.raises(KakusanError, match="already exists"):
         posthoc_ema(tmp_path / "a", [0.08], tmp_path / "post")

@@ -119,6 +119,10 @@ def posthoc_ema(run: str | Path, stds, out: str | Path | None = None, at_kimg: f
         std_to_gamma(s)  # a clear error for a length outside (0, sqrt(1/12))
     snaps = snapshot_folders(run)
     if at_kimg is not None:
+        spacing = snaps[-1][0] - snaps[-2][0] if len(snaps) > 1 else 0.0
+        if at_kimg * 1000 > snaps[-1][0] + spacing + 1e-6:  # past the run's end, not between two snapshots
+            raise KakusanError(f"{run}'s snapshots end at {snaps[-1][0] / 1000:g} kimg; it cannot be reconstructed "
+                               f"at {at_kimg:g} kimg (train it further with --resume)")
         snaps = [(t, f) for t, f in snaps if t <= at_kimg * 1000 + 1e-6]
         if not snaps:
             raise KakusanError(f"{run} has no snapshot at or before {at_kimg:g} kimg")

@@ -232,6 +232,12 @@ def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_pat
     assert row["fd"] == wide["fd"] and row["fd_std"] != pytest.approx(wide["fd_std"])
     assert row["fd_std"] == pytest.approx(float(fd_bootstrap(real, stored, 10, 0).std()))
     assert io.read_json(tmp_path / "fixed" / "sweep.json")["spread"] == "samples"
+    r = CliRunner().invoke(app, ["guidance-sweep", "--guide", "cfg=uncond", "--w", "2", "--n", "20", "--sampling",
+                                 "euler:2", "--bootstrap", "10", "--reference", "all", "--spread", "samples",
+                                 "--out", str(tmp_path / "sw-fixed"), "--no-progress"])  # the sweep's own option
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["euler:2"]["cfg"][0]["fd_std"] == pytest.approx(
+        row["fd_std"], abs=1e-5)
     shutil.copytree(run, tmp_path / "twin")
     pair = rescore([run, tmp_path / "twin"], tmp_path / "pair", bootstrap=10, progress=False)["paired"]["euler:2"]
     assert set(pair) == {"sw/cfg", "twin/cfg"}

@@ -9,6 +9,9 @@ import typer
 from .. import KakusanError
 from . import _floats, _pair, _run
 
+SPREAD_HELP = ("What the FD's bootstrap resamples: 'samples' (the seed-to-seed spread against a fixed reference), "
+               "'both' (the real images too: the reference's own finite size), 'auto' (both against 'all').")
+
 
 def guidance_sweep(
     model: str = typer.Option("mnist-s", help="Main model."),
@@ -25,6 +28,7 @@ def guidance_sweep(
     bootstrap: int = typer.Option(100, help="Bootstrap resamplings for the FD spread."),
     reference: str = typer.Option("split", help="Score against 'split' (n real images disjoint from the floor's "
                                   "other n) or 'all' (every real image, as FID does; the floor at up to half)."),
+    spread: str = typer.Option("auto", help=SPREAD_HELP),
     out: Path = typer.Option(Path("out/guidance-sweep"), "--out", "-o"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
@@ -43,7 +47,7 @@ def guidance_sweep(
         intervals = [None if v == "none" else _pair(v, "--interval") for v in interval]
         settings = settings_product(guides, _emas(guide_ema), _emas(ema), intervals)
         r = sweep(model, settings, _floats(w), out, n=n, samplings=sampling, seed=seed, bootstrap=bootstrap,
-                  reference=reference, progress=progress)
+                  reference=reference, spread=spread, progress=progress)
         _report(r)
         typer.echo(f"same seeds side by side: {r['compare']}")
         typer.echo(_last_line(r))
@@ -64,8 +68,7 @@ def guidance_rescore(
     reference: str = typer.Option("all", help="'all' (every real image, as FID does) or 'split' (the sweep's "
                                   "class-stratified half: reproduces a sweep of this version)."),
     bootstrap: int = typer.Option(100, help="Bootstrap resamplings for the FD spread."),
-    spread: str = typer.Option("auto", help="What the bootstrap resamples: 'samples' (seed-to-seed spread against "
-                               "a fixed reference), 'both' (the real images too), 'auto' (both against 'all')."),
+    spread: str = typer.Option("auto", help=SPREAD_HELP),
     out: Path = typer.Option(Path("out/guidance-rescore"), "--out", "-o"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):

@@ -80,17 +80,17 @@ def resolve_sampling(model: Denoiser, spec: str) -> tuple[str, int, str]:
 
 def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, n: int = 1000,
                    samplings=("heun:35",), seed: int = 0, bootstrap: int = 100, reference: str = "split",
-                   progress: bool = True) -> dict:
+                   spread: str = "auto", progress: bool = True) -> dict:
     """Sample and score every setting x sampler setting x w; returns rows, the best w of each (setting, sampling),
-    and the unguided rows. ``reference``: what the samples are scored against
-    (:func:`kakusan.metrics.scores.reference_sets`)."""
+    and the unguided rows. ``reference``: what the samples are scored against, ``spread``: what the bootstrap
+    resamples (:func:`kakusan.metrics.scores.reference_sets`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if bootstrap < 2:
         raise KakusanError(f"the FD spread needs at least 2 bootstrap resamplings (got {bootstrap})")
     net = load_featurenet()
     data = load_dataset("mnist")
-    ref = reference_sets(net, data.images, n, seed, reference, data.labels)  # bad n / reference: before sampling
+    ref = reference_sets(net, data.images, n, seed, reference, data.labels, spread)  # bad input: before sampling
     mains: dict[str, Denoiser] = {}
     guides: dict[tuple[str, str], Denoiser] = {}
 
@@ -147,7 +147,7 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
                    weights(main_model(s.main_ema))) for name, s in settings.items()}
     write_csv(out / "sweep.csv", settings, rows, used)
     io.write_json({"model": str(model), "n": n, "seed": seed, "reference": reference, "bootstrap": bootstrap,
-                   "samplings": {k: list(v) for k, v in resolved.items()}}, out / "sweep.json")
+                   "spread": "both" if ref["resample"] else "samples", "samplings": {k: list(v) for k, v in resolved.items()}}, out / "sweep.json")
     plot_sweep(rows, out / "sweep.png", n, reference)
     for key, file in (("fd_boot", "bootstrap"), ("features", "features")):
         save_file({f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)

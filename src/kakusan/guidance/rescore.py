@@ -88,7 +88,8 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
     save_file({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].to(torch.float32, copy=True)
                for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / "bootstrap.safetensors"))
     io.write_json({"runs": [str(r) for r in runs], "n": n, "seed": seed, "reference": reference,
-                   "bootstrap": bootstrap, "spread": "both" if ref["resample"] else "samples", "floor": {"fd": ref["floor"]["fd"], "n": ref["floor"]["n"]}},
+                   "bootstrap": bootstrap, "spread": ref["spread"],
+                   "floor": {"fd": ref["floor"]["fd"], "n": ref["floor"]["n"]}},
                   out / "sweep.json")
     plot_sweep(rows, out / "sweep.png", n, reference)
     best = best_rows(rows)

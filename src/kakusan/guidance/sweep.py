@@ -147,7 +147,7 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
                    weights(main_model(s.main_ema))) for name, s in settings.items()}
     write_csv(out / "sweep.csv", settings, rows, used)
     io.write_json({"model": str(model), "n": n, "seed": seed, "reference": reference, "bootstrap": bootstrap,
-                   "spread": "both" if ref["resample"] else "samples", "samplings": {k: list(v) for k, v in resolved.items()}}, out / "sweep.json")
+                   "spread": ref["spread"], "samplings": {k: list(v) for k, v in resolved.items()}}, out / "sweep.json")
     plot_sweep(rows, out / "sweep.png", n, reference)
     for key, file in (("fd_boot", "bootstrap"), ("features", "features")):
         save_file({f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)

@@ -214,8 +214,9 @@ def reference_sets(net: nn.Module, real: torch.Tensor, n: int, seed: int = 0, re
     else:
         f_ref, _ = extract(net, real)
         f_a, f_b = f_ref[a], f_ref[b]
-    resample = reference == "all" if spread == "auto" else spread == "both"
-    return {"reference": reference, "features": f_ref, "floor": {**scores(f_b, f_a), "n": m}, "resample": resample}
+    if spread == "auto":
+        spread = "both" if reference == "all" else "samples"
+    return {"reference": reference, "features": f_ref, "floor": {**scores(f_b, f_a), "n": m}, "spread": spread}
 
 
 def score_features(ref: dict, fake: torch.Tensor, seed: int = 0, bootstrap: int = 0) -> dict:
@@ -227,7 +228,7 @@ def score_features(ref: dict, fake: torch.Tensor, seed: int = 0, bootstrap: int 
     if bootstrap:
         draws = ref.setdefault("draws", {})  # the reference's own bootstrap draws, computed once per (reps, seed)
         if (bootstrap, seed) not in draws:
-            draws[bootstrap, seed] = reference_draws(ref["features"], bootstrap, seed, ref["resample"])
+            draws[bootstrap, seed] = reference_draws(ref["features"], bootstrap, seed, ref["spread"] == "both")
         boot = fd_bootstrap(ref["features"], fake, bootstrap, seed, draws=draws[bootstrap, seed])
         result["fd_std"], result["fd_boot"] = float(boot.std()), boot
     return result

@@ -245,10 +245,39 @@ def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_pat
     assert pair["twin/cfg"]["gap_std"] == 0  # identical samples resampled on the same indices
     io.write_json({**io.read_json(run / "sweep.json"), "seed": 7}, tmp_path / "twin" / "sweep.json")
     csv_before = (run / "sweep.csv").read_bytes()
-    for args, message in (([str(run), str(tmp_path / "twin")], "different n [20] or seeds [0, 7]"),
+    for args, message in (([str(run), str(tmp_path / "twin")], "sampled on different (seed, n)"),
+                          ([f"{run}+{tmp_path / 'twin'}"], "need disjoint seed ranges"),
                           ([str(tmp_path / "all")], "not a finished guidance sweep (no features.safetensors)"),
                           ([str(run), "--out", str(run)], "is one of the runs"),
                           ([str(run), "--spread", "real", "--out", str(tmp_path / "x")], "'samples', 'both' or 'auto'")):
         bad = CliRunner().invoke(app, ["guidance-rescore", *args, "--no-progress"])
         assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
     assert (run / "sweep.csv").read_bytes() == csv_before
+
+
+def test_guidance_rescore_pools_runs_on_disjoint_seeds_into_one_sample_set(tmp_path):
+    """Two sweeps on seeds 0-9 and 10-19, pooled as RUN+RUN, score exactly as one sweep on seeds 0-19 (the same
+    samples, the same bootstrap), class accuracy weighted by n; pools pair with pools on the same seed ranges."""
+    from typer.testing import CliRunner
+
+    from kakusan import KakusanError
+    from kakusan.cli import app
+    from kakusan.guidance.rescore import rescore
+
+    def sweep(name, n, seed, w="2"):
+        r = CliRunner().invoke(app, ["guidance-sweep", "--guide", "cfg=uncond", "--w", w, "--n", str(n), "--seed",
+                                     str(seed), "--sampling", "euler:2", "--bootstrap", "10", "--out",
+                                     str(tmp_path / name), "--no-progress"])
+        assert r.exit_code == 0, r.output
+        return tmp_path / name
+
+    whole, a, b = sweep("whole", 20, 0), sweep("a", 10, 0), sweep("b", 10, 10)
+    one = rescore([whole], tmp_path / "one", bootstrap=10, progress=False)["rows"]["euler:2"]["cfg"][0]
+    pooled = rescore([f"{a}+{b}"], tmp_path / "pooled", bootstrap=10, progress=False)["rows"]["euler:2"]["cfg"][0]
+    for key in ("fd", "fd_std", "precision", "recall", "class_acc"):
+        assert pooled[key] == pytest.approx(one[key], abs=1e-6), key
+    a3, b3 = sweep("a3", 10, 0, "3"), sweep("b3", 10, 10, "3")
+    pair = rescore([f"{a}+{b}", f"{a3}+{b3}"], tmp_path / "pair", bootstrap=10, progress=False)
+    assert set(pair["rows"]["euler:2"]) == {"a+b/cfg", "a3+b3/cfg"}
+    with pytest.raises(KakusanError, match="only runs of the same rows can be pooled"):
+        rescore([f"{a}+{b3}"], tmp_path / "mixed", bootstrap=10, progress=False)

@@ -64,7 +64,8 @@ def _emas(text: str) -> list[str]:
 
 
 def guidance_rescore(
-    runs: list[Path] = typer.Argument(..., help="Finished guidance-sweep folders (same seeds and n)."),
+    runs: list[Path] = typer.Argument(..., help="Finished guidance-sweep folders (same seeds and n); RUN+RUN2 pools "
+                                          "runs of the same rows sampled on disjoint seed ranges into one sample set."),
     reference: str = typer.Option("all", help="'all' (every real image, as FID does) or 'split' (the sweep's "
                                   "class-stratified half: reproduces a sweep of this version)."),
     bootstrap: int = typer.Option(100, help="Bootstrap resamplings for the FD spread."),

@@ -6,7 +6,8 @@ whole data set; less finite-sample bias than the disjoint half a sweep uses by d
 the real images too) or ``split``: the class-stratified half a sweep uses, which reproduces the numbers of a sweep
 made by this version — and several runs are set side by side. Runs sampled on the same seeds and n are paired sample
 for sample, so every row is resampled on the same indices and a gap between rows of different runs gets its paired
-spread (:func:`.sweep.paired_summary`).
+spread (:func:`.sweep.paired_summary`). Runs of the same rows sampled on disjoint seed ranges pool into one larger
+sample set (``RUN+RUN2``): a large n can be sampled in parts, one session at a time.
 """
 from __future__ import annotations
 
@@ -45,27 +46,52 @@ def row_key(line: dict) -> str:
     return f"{line['sampling']}|{line['setting']}|w={float(line['w']):g}"
 
 
+def pool_parts(spec: str | Path) -> list[Path]:
+    """The sweep folders of one argument: a folder, or several joined by '+' (a path that exists is one folder)."""
+    return [Path(spec)] if Path(spec).exists() or "+" not in str(spec) else [Path(p) for p in str(spec).split("+")]
+
+
+def read_pool(parts: list[Path]) -> tuple[list[dict], dict[str, torch.Tensor], list[tuple[int, int]]]:
+    """Runs of the same rows sampled on disjoint seed ranges, pooled into one sample set per row: (lines with the
+    pooled class accuracy, concatenated features, the (first seed, n) of each part)."""
+    loaded = [read_run(p) for p in parts]
+    ranges = [(meta.get("seed", 0), len(next(iter(f.values())))) for _, f, meta in loaded]  # pre-sweep.json: seed 0
+    if any(set(f) != set(loaded[0][1]) for _, f, _ in loaded):
+        raise KakusanError(f"{'+'.join(map(str, parts))}: only runs of the same rows can be pooled")
+    spans = sorted(ranges)
+    if any(a + n > b for (a, n), (b, _) in zip(spans, spans[1:])):
+        raise KakusanError(f"{'+'.join(map(str, parts))}: pooled runs need disjoint seed ranges (got {ranges})")
+    features = {k: torch.cat([f[k] for _, f, _ in loaded]) for k in loaded[0][1]}
+    acc = {row_key(line): 0.0 for line in loaded[0][0]}
+    for (lines, _, _), (_, n) in zip(loaded, ranges):
+        for line in lines:
+            acc[row_key(line)] += float(line["class_acc"]) * n / sum(n for _, n in ranges)
+    lines = [{**line, "class_acc": f"{acc[row_key(line)]:.6g}"} for line in loaded[0][0]]
+    return lines, features, ranges
+
+
 def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", bootstrap: int = 100,
             spread: str = "auto", progress: bool = True) -> dict:
     """Every row of every run scored against ``reference``; settings are named RUN/SETTING when there are several
     runs. ``spread``: what the bootstrap resamples (:func:`~kakusan.metrics.scores.reference_sets`). Writes
     sweep.csv, sweep.png, bootstrap.safetensors and sweep.json to ``out`` (never into a run)."""
-    runs, out = [Path(r) for r in runs], Path(out)
-    if not runs:
+    pools, out = [pool_parts(r) for r in runs], Path(out)
+    if not pools:
         raise KakusanError("give at least one sweep folder")
     if bootstrap < 2:
         raise KakusanError(f"the FD spread needs at least 2 bootstrap resamplings (got {bootstrap})")
-    if any(out.resolve() == r.resolve() for r in runs):
+    if any(out.resolve() == p.resolve() for parts in pools for p in parts):
         raise KakusanError(f"{out} is one of the runs; write the rescored sweep to a folder of its own")
-    if len({r.name for r in runs}) < len(runs):
+    names = ["+".join(p.name for p in parts) for parts in pools]
+    if len(set(names)) < len(names):
         raise KakusanError("the runs' folder names name their settings: give runs distinct folder names")
-    loaded = {r: read_run(r) for r in runs}
-    sizes = {len(f) for _, features, _ in loaded.values() for f in features.values()}
-    seeds = {meta.get("seed", 0) for _, _, meta in loaded.values()}  # sweeps older than sweep.json used seed 0
-    if len(sizes) != 1 or len(seeds) != 1:
-        raise KakusanError(f"the runs were sampled on different n {sorted(sizes)} or seeds {sorted(seeds)}; "
+    loaded = {name: read_pool(parts) for name, parts in zip(names, pools)}
+    seeds = {tuple(ranges) for _, _, ranges in loaded.values()}
+    if len(seeds) != 1:
+        raise KakusanError(f"the runs were sampled on different (seed, n) {sorted(seeds)}; "
                            "only runs on the same seeds can be set side by side")
-    (n,), (seed,) = sizes, seeds
+    (ranges,) = seeds
+    n, seed = sum(k for _, k in ranges), ranges[0][0]
     data = load_dataset("mnist")
     ref = reference_sets(load_featurenet(), data.images, n, seed, reference, data.labels, spread)
     rows: dict[str, dict[str, list]] = {}
@@ -73,7 +99,7 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
     jobs = [(r, line) for r, (lines, _, _) in loaded.items() for line in lines]
     for run, line in tqdm(jobs, desc="rescoring", disable=not progress):
         s = score_features(ref, loaded[run][1][row_key(line)], seed, bootstrap)
-        name = line["setting"] if len(runs) == 1 else f"{run.name}/{line['setting']}"
+        name = line["setting"] if len(pools) == 1 else f"{run}/{line['setting']}"
         row = {"w": float(line["w"]), "fd": s["fd"], "fd_std": s["fd_std"], "precision": s["precision"],
                "recall": s["recall"], "class_acc": float(line["class_acc"]), "floor_fd": s["floor"]["fd"],
                "fd_boot": s["fd_boot"]}
@@ -87,7 +113,7 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
         writer.writerows(lines_out)
     save_file({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].to(torch.float32, copy=True)
                for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / "bootstrap.safetensors"))
-    io.write_json({"runs": [str(r) for r in runs], "n": n, "seed": seed, "reference": reference,
+    io.write_json({"runs": [str(r) for r in runs], "n": n, "seed": seed, "seed_ranges": [list(r) for r in ranges], "reference": reference,
                    "bootstrap": bootstrap, "spread": ref["spread"],
                    "floor": {"fd": ref["floor"]["fd"], "n": ref["floor"]["n"]}},
                   out / "sweep.json")

@@ -54,12 +54,11 @@ def pool_parts(spec: str | Path) -> list[Path]:
 def read_pool(parts: list[Path]) -> tuple[list[dict], dict[str, torch.Tensor], list[tuple[int, int]]]:
     """Runs of the same rows sampled on disjoint seed ranges, pooled into one sample set per row: (lines with the
     pooled class accuracy, concatenated features, the (first seed, n) of each part)."""
-    loaded = [read_run(p) for p in parts]
+    loaded = sorted((read_run(p) for p in parts), key=lambda run: run[2].get("seed", 0))  # any order of the parts
     ranges = [(meta.get("seed", 0), len(next(iter(f.values())))) for _, f, meta in loaded]  # pre-sweep.json: seed 0
     if any(set(f) != set(loaded[0][1]) for _, f, _ in loaded):
         raise KakusanError(f"{'+'.join(map(str, parts))}: only runs of the same rows can be pooled")
-    spans = sorted(ranges)
-    if any(a + n > b for (a, n), (b, _) in zip(spans, spans[1:])):
+    if any(a + n > b for (a, n), (b, _) in zip(ranges, ranges[1:])):
         raise KakusanError(f"{'+'.join(map(str, parts))}: pooled runs need disjoint seed ranges (got {ranges})")
     features = {k: torch.cat([f[k] for _, f, _ in loaded]) for k in loaded[0][1]}
     acc = {row_key(line): 0.0 for line in loaded[0][0]}

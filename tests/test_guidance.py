@@ -249,6 +249,7 @@ def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_pat
                           ([f"{run}+{tmp_path / 'twin'}"], "need disjoint seed ranges"),
                           ([str(tmp_path / "all")], "not a finished guidance sweep (no features.safetensors)"),
                           ([str(run), "--out", str(run)], "is one of the runs"),
+                          ([str(run), "--out", str(tmp_path / "twin")], "holds a sampled sweep"),
                           ([str(run), "--spread", "real", "--out", str(tmp_path / "x")], "'samples', 'both' or 'auto'")):
         bad = CliRunner().invoke(app, ["guidance-rescore", *args, "--no-progress"])
         assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
@@ -281,3 +282,52 @@ def test_guidance_rescore_pools_runs_on_disjoint_seeds_into_one_sample_set(tmp_p
     assert set(pair["rows"]["euler:2"]) == {"a+b/cfg", "b3+a3/cfg"}
     with pytest.raises(KakusanError, match="only runs of the same rows can be pooled"):
         rescore([f"{a}+{b3}"], tmp_path / "mixed", bootstrap=10, progress=False)
+
+
+def test_a_killed_guidance_sweep_resumes_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Parts of CHUNK samples are kept while a sweep runs: a sweep killed after some parts, resumed, samples only
+    the missing parts and writes the same files as one never stopped; a finished or interrupted folder is never
+    overwritten, and a resume with other arguments is refused."""
+    from typer.testing import CliRunner
+
+    from kakusan import KakusanError
+    from kakusan.cli import app
+    from kakusan.guidance import sweep as sw
+
+    monkeypatch.setattr(sw, "CHUNK", 8)  # n = 20: parts of 8, 8, 4 per row; two rows (w = 1, 2)
+    settings = sw.settings_product({"cfg": "uncond"})
+
+    def run(out, **kw):
+        return sw.guidance_sweep("mnist-s", settings, [1, 2], tmp_path / out, n=20, samplings=["euler:2"],
+                                 bootstrap=10, progress=False, **kw)
+
+    run("whole")
+    real, calls = sw.generate, []
+
+    def killed_after_four(*a, **kw):
+        calls.append(len(a[1]))
+        if len(calls) > 4:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sw, "generate", killed_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        run("cut")
+    assert not (tmp_path / "cut" / "sweep.csv").exists()
+    assert len(list((tmp_path / "cut" / sw.PARTS).glob("row*.safetensors"))) == 4
+    with pytest.raises(KakusanError, match="holds an interrupted sweep; --resume"):
+        run("cut")
+    with pytest.raises(KakusanError, match="started with other seed"):
+        run("cut", resume=True, seed=1)
+    calls.clear()
+    monkeypatch.setattr(sw, "generate", lambda *a, **kw: calls.append(len(a[1])) or real(*a, **kw))
+    run("cut", resume=True)
+    assert calls == [8, 4]  # the second row's last two parts only
+    assert not (tmp_path / "cut" / sw.PARTS).exists()
+    for name in ("sweep.csv", "features.safetensors", "bootstrap.safetensors"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    before = (tmp_path / "whole" / "sweep.csv").read_bytes()
+    r = CliRunner().invoke(app, ["guidance-sweep", "--guide", "cfg=uncond", "--w", "1,2", "--n", "20", "--sampling",
+                                 "euler:2", "--bootstrap", "10", "--out", str(tmp_path / "whole"), "--no-progress"])
+    assert r.exit_code == 2 and "already holds a finished sweep" in r.output and len(r.output.strip().splitlines()) == 1
+    assert (tmp_path / "whole" / "sweep.csv").read_bytes() == before

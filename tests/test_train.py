@@ -41,10 +41,12 @@ def test_same_seed_same_samples_whatever_the_batch(tmp_path, tiny_config):
     labels = torch.arange(6) % 10
     a = generate(model, range(6), cond=labels, steps=4, batch_size=6, progress=False)
     again = generate(model, range(6), cond=labels, steps=4, batch_size=6, progress=False)
-    b = generate(model, range(6), cond=labels, steps=4, batch_size=4, progress=False)
+    made = []  # what an outer progress bar is told: images per batch
+    b = generate(model, range(6), cond=labels, steps=4, batch_size=4, progress=False, on_batch=made.append)
     c = generate(model, range(1, 7), cond=labels, steps=4, batch_size=6, progress=False)
     assert torch.equal(a, again)  # bitwise on CPU
     assert torch.allclose(a, b, atol=1e-4)  # per-sample seeds: the batch split changes only float rounding
+    assert made == [4, 2]
     assert not torch.allclose(a, c)
     assert torch.isfinite(a).all()
 

@@ -29,7 +29,10 @@ def guidance_sweep(
     reference: str = typer.Option("split", help="Score against 'split' (n real images disjoint from the floor's "
                                   "other n) or 'all' (every real image, as FID does; the floor at up to half)."),
     spread: str = typer.Option("auto", help=SPREAD_HELP),
-    out: Path = typer.Option(Path("out/guidance-sweep"), "--out", "-o"),
+    out: Path = typer.Option(Path("out/guidance-sweep"), "--out", "-o",
+                             help="Output folder (created; must be empty unless --resume)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted sweep in --out (same options), "
+                                "keeping every part already sampled."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """FD (with its bootstrap spread), precision, recall and class accuracy against w for every guide x guide EMA x
@@ -47,7 +50,7 @@ def guidance_sweep(
         intervals = [None if v == "none" else _pair(v, "--interval") for v in interval]
         settings = settings_product(guides, _emas(guide_ema), _emas(ema), intervals)
         r = sweep(model, settings, _floats(w), out, n=n, samplings=sampling, seed=seed, bootstrap=bootstrap,
-                  reference=reference, spread=spread, progress=progress)
+                  reference=reference, spread=spread, resume=resume, progress=progress)
         _report(r)
         typer.echo(f"same seeds side by side: {r['compare']}")
         typer.echo(_last_line(r))

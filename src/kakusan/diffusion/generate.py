@@ -25,13 +25,15 @@ def bind(model: Callable, cond: torch.Tensor | None) -> Denoise:
 @torch.no_grad()
 def generate(model, seeds, *, cond: torch.Tensor | None = None, sampler: str | None = None, steps: int = 18,
              schedule: str = "auto", batch_size: int = 64, progress: bool = True,
-             make_denoise: Callable | None = None, **sampler_options) -> torch.Tensor:
+             make_denoise: Callable | None = None, on_batch: Callable[[int], object] | None = None,
+             **sampler_options) -> torch.Tensor:
     """Samples for ``seeds`` (one image per seed; the same seed always gives the same image, whatever the batch), as
     the sampler leaves them (an ODE sampler may end slightly outside [-1, 1]; clamp before saving).
 
     ``sampler``: a name the process accepts (default: the process's own, Heun for Gaussian processes).
     ``cond``: per-sample condition (class labels (N,), token ids (N, L) or embeddings (N, L, D)), or None.
-    ``make_denoise(cond)`` overrides how the condition is bound to the model (guidance plugs in here)."""
+    ``make_denoise(cond)`` overrides how the condition is bound to the model (guidance plugs in here).
+    ``on_batch(k)`` is told after each batch how many images it made (e.g. an outer progress bar's ``update``)."""
     process = model.process
     sampler = sampler or process.default_sampler
     run = process.sampler(sampler, steps, schedule)
@@ -47,4 +49,6 @@ def generate(model, seeds, *, cond: torch.Tensor | None = None, sampler: str | N
         c = None if cond is None else cond[start:start + batch_size].to(device)
         out.append(run(make_denoise(c), x, grid, noise=noise, progress=progress and len(batches) < 2,
                        **sampler_options).cpu())
+        if on_batch is not None:
+            on_batch(len(noise))
     return torch.cat(out)

@@ -12,10 +12,10 @@ sample set (``RUN+RUN2``): a large n can be sampled in parts, one session at a t
 from __future__ import annotations
 
 import csv
+import io as text_io
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .. import KakusanError
@@ -23,7 +23,7 @@ from ..data import load_dataset
 from ..metrics import load_featurenet
 from ..metrics.scores import reference_sets, score_features
 from ..utils import io
-from .sweep import CSV_FIELDS, best_rows, paired_summary, plot_sweep
+from .sweep import CSV_FIELDS, PARTS, best_rows, paired_summary, plot_sweep
 
 
 def read_run(run: str | Path) -> tuple[list[dict], dict[str, torch.Tensor], dict]:
@@ -34,7 +34,7 @@ def read_run(run: str | Path) -> tuple[list[dict], dict[str, torch.Tensor], dict
             raise KakusanError(f"{run} is not a finished guidance sweep (no {name})")
     with open(run / "sweep.csv", newline="") as f:
         lines = list(csv.DictReader(f))
-    features = load_file(str(run / "features.safetensors"))
+    features = io.load_tensors(run / "features.safetensors")
     meta = io.read_json(run / "sweep.json") if (run / "sweep.json").is_file() else {}
     for line in lines:
         if row_key(line) not in features:
@@ -81,6 +81,9 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
         raise KakusanError(f"the FD spread needs at least 2 bootstrap resamplings (got {bootstrap})")
     if any(out.resolve() == p.resolve() for parts in pools for p in parts):
         raise KakusanError(f"{out} is one of the runs; write the rescored sweep to a folder of its own")
+    if (out / "features.safetensors").exists() or (out / PARTS).exists():
+        raise KakusanError(f"{out} holds a sampled sweep (its scores must stay those of its own samples); write the "
+                           "rescored sweep to a folder of its own (nothing was touched)")
     names = ["+".join(p.name for p in parts) for parts in pools]
     if len(set(names)) < len(names):
         raise KakusanError("the runs' folder names name their settings: give runs distinct folder names")
@@ -106,12 +109,13 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
         lines_out.append({**line, "setting": name, **{k: f"{row[k]:.6g}" for k in ("fd", "fd_std", "precision",
                                                                                   "recall", "floor_fd")}})
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "sweep.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(lines_out)
-    save_file({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].to(torch.float32, copy=True)
-               for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / "bootstrap.safetensors"))
+    text = text_io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(lines_out)
+    io.write_text(text.getvalue(), out / "sweep.csv")
+    io.save_tensors({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].to(torch.float32, copy=True)
+                     for spec, by in rows.items() for name, rs in by.items() for r in rs}, out / "bootstrap.safetensors")
     io.write_json({"runs": [str(r) for r in runs], "n": n, "seed": seed, "seed_ranges": [list(r) for r in ranges], "reference": reference,
                    "bootstrap": bootstrap, "spread": ref["spread"],
                    "floor": {"fd": ref["floor"]["fd"], "n": ref["floor"]["n"]}},

@@ -10,16 +10,19 @@ main EMA and sampler setting and shared. Writes ``sweep.csv`` (one row per setti
 ``bootstrap.safetensors`` (every row's resampled FDs, paired across rows), ``features.safetensors`` (every row's
 evaluation features, to score again against another reference: :mod:`kakusan.guidance.rescore`), ``sweep.json``
 (model, n, seed, reference) and ``compare.png`` (the same seeds
-unguided and at each setting's best w).
+unguided and at each setting's best w). Samples are kept in parts of :data:`CHUNK` images under ``partial/`` while
+the sweep runs, so a killed sweep resumes (``resume=True``) where it stopped and ends exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import io as text_io
+import json
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .. import KakusanError
@@ -34,6 +37,8 @@ from ..utils.images import save_grid
 from .guided import guide_from_spec, load_guide, make_guided
 
 PREVIEW = 20  # samples per row of compare.png
+CHUNK = 512  # images per stored part: a multiple of generate's batch (64), so parts never change how a batch is cut
+PARTS = "partial"  # the folder of stored parts while a sweep runs
 FIELDS = ("w", "fd", "fd_std", "precision", "recall", "class_acc")
 CSV_FIELDS = ("setting", "guide", "guide_ema", "main_ema", "interval", "sampling", *FIELDS, "floor_fd")
 
@@ -80,17 +85,21 @@ def resolve_sampling(model: Denoiser, spec: str) -> tuple[str, int, str]:
 
 def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, n: int = 1000,
                    samplings=("heun:35",), seed: int = 0, bootstrap: int = 100, reference: str = "split",
-                   spread: str = "auto", progress: bool = True) -> dict:
+                   spread: str = "auto", resume: bool = False, progress: bool = True) -> dict:
     """Sample and score every setting x sampler setting x w; returns rows, the best w of each (setting, sampling),
     and the unguided rows. ``reference``: what the samples are scored against, ``spread``: what the bootstrap
-    resamples (:func:`kakusan.metrics.scores.reference_sets`)."""
+    resamples (:func:`kakusan.metrics.scores.reference_sets`). ``resume``: continue the interrupted sweep in ``out``
+    (started with the same arguments)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if bootstrap < 2:
         raise KakusanError(f"the FD spread needs at least 2 bootstrap resamplings (got {bootstrap})")
     net = load_featurenet()
     data = load_dataset("mnist")
     ref = reference_sets(net, data.images, n, seed, reference, data.labels, spread)  # bad input: before sampling
+    manifest = {"model": str(model), "settings": {k: asdict(v) for k, v in settings.items()}, "ws": list(ws), "n": n,
+                "samplings": list(samplings), "seed": seed, "bootstrap": bootstrap, "reference": reference,
+                "spread": spread}
+    parts = open_sweep_folder(out, json.loads(json.dumps(manifest)), resume)
     mains: dict[str, Denoiser] = {}
     guides: dict[tuple[str, str], Denoiser] = {}
 
@@ -113,12 +122,26 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
             guides[key] = load_guide(main, s.guide, s.guide_ema)
         return make_guided(main, guides[key], w, s.interval)
 
-    def score(main: Denoiser, spec: str, make_denoise) -> dict:
+    jobs = [(name, spec, w) for spec in samplings for name in settings for w in ws]
+    bar = tqdm(total=len(jobs) * n, desc="guidance sweep", unit="img", disable=not progress, dynamic_ncols=True)
+
+    def sample(row: int, main: Denoiser, spec: str, make_denoise) -> torch.Tensor:  # part by part, kept on disk
         sampler, nfe, schedule = resolved[spec]
-        images = generate(main, range(seed, seed + n), cond=labels, sampler=sampler,
-                          steps=steps_for_nfe(sampler, nfe), schedule=schedule, make_denoise=make_denoise,
-                          progress=False)
-        images = images.clamp(-1, 1)
+        images = []
+        for a in range(0, n, CHUNK):
+            b, file = min(a + CHUNK, n), parts / f"row{row:04d}-{a:07d}.safetensors"
+            if file.exists():
+                images.append(io.load_tensors(file)["images"])
+                bar.update(b - a)
+                continue
+            images.append(generate(main, range(seed + a, seed + b), cond=labels[a:b], sampler=sampler,
+                                   steps=steps_for_nfe(sampler, nfe), schedule=schedule, make_denoise=make_denoise,
+                                   progress=False, on_batch=bar.update))
+            io.save_tensors({"images": images[-1]}, file)
+        return torch.cat(images)
+
+    def score(row: int, main: Denoiser, spec: str, make_denoise) -> dict:
+        images = sample(row, main, spec, make_denoise).clamp(-1, 1)
         features, logits = extract(net, images)
         r = score_features(ref, features, seed, bootstrap)
         r["class_acc"] = float((logits.argmax(1) == labels).float().mean())
@@ -127,36 +150,63 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
 
     unguided: dict[tuple[str, str], dict] = {}
     rows: dict[str, dict[str, list]] = {}
-    jobs = [(name, spec, w) for spec in samplings for name in settings for w in ws]
-    for name, spec, w in tqdm(jobs, desc="guidance sweep", disable=not progress):
+    for row, (name, spec, w) in enumerate(jobs):  # the bar counts images, so its ETA holds within a long row too
+        bar.set_postfix_str(f"{name} w={w:g} {spec}")
         s = settings[name]
         main = main_model(s.main_ema)
         if w == 1:
             key = (s.main_ema, spec)
             if key not in unguided:
-                unguided[key] = score(main, spec, None)
+                unguided[key] = score(row, main, spec, None)
+            else:
+                bar.update(n)  # shared: sampled once
             r = unguided[key]
         else:
-            r = score(main, spec, hook(main, s, w))
+            r = score(row, main, spec, hook(main, s, w))
         rows.setdefault(spec, {}).setdefault(name, []).append({"w": w, **r})
+    bar.close()
 
     def weights(m: Denoiser) -> str:  # the weight set loaded ('auto' resolved), e.g. '0.250' or 'raw'
         return m.info["weights"].removeprefix("ema-")
 
     used = {name: (weights(guides[(s.guide, s.guide_ema)]) if (s.guide, s.guide_ema) in guides else s.guide_ema,
                    weights(main_model(s.main_ema))) for name, s in settings.items()}
-    write_csv(out / "sweep.csv", settings, rows, used)
     io.write_json({"model": str(model), "n": n, "seed": seed, "reference": reference, "bootstrap": bootstrap,
                    "spread": ref["spread"], "samplings": {k: list(v) for k, v in resolved.items()}}, out / "sweep.json")
     plot_sweep(rows, out / "sweep.png", n, reference)
     for key, file in (("fd_boot", "bootstrap"), ("features", "features")):
-        save_file({f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)
-                   for spec, by in rows.items() for name, rs in by.items() for r in rs}, str(out / f"{file}.safetensors"))
+        tensors = {f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)
+                   for spec, by in rows.items() for name, rs in by.items() for r in rs}
+        io.save_tensors(tensors, out / f"{file}.safetensors")
     best = best_rows(rows)
     plot_compare(rows, best, settings, [str(int(c)) for c in labels[:PREVIEW]], out / "compare.png")
+    write_csv(out / "sweep.csv", settings, rows, used)  # last: a folder with sweep.csv holds a finished sweep
+    shutil.rmtree(parts)
     return {"rows": rows, "best": best, "paired": paired_summary(rows, best),
             "samplings": {k: list(v) for k, v in resolved.items()}, "n": n, "csv": str(out / "sweep.csv"),
             "plot": str(out / "sweep.png"), "compare": str(out / "compare.png")}
+
+
+def open_sweep_folder(out: Path, manifest: dict, resume: bool) -> Path:
+    """The folder of stored parts in ``out``: new (``out`` empty or absent), or the one of an interrupted sweep with
+    this ``manifest`` if ``resume``; a finished sweep or another sweep's parts are never touched."""
+    parts = out / PARTS
+    if (out / "sweep.csv").exists():
+        raise KakusanError(f"{out} already holds a finished sweep; choose another output folder (nothing was touched)")
+    if parts.is_dir() and (parts / "manifest.json").exists():
+        if not resume:
+            raise KakusanError(f"{out} holds an interrupted sweep; --resume continues it, or choose another output "
+                               "folder (nothing was touched)")
+        started = io.read_json(parts / "manifest.json")
+        if started != manifest:
+            differ = ", ".join(k for k in manifest if started.get(k) != manifest[k])
+            raise KakusanError(f"{out} holds a sweep started with other {differ}; resume it with the same arguments, "
+                               "or choose another output folder (nothing was touched)")
+        return parts
+    io.require_empty_output(out)
+    parts.mkdir(parents=True, exist_ok=True)
+    io.write_json(manifest, parts / "manifest.json")
+    return parts
 
 
 def plot_compare(rows: dict, best: dict, settings: dict[str, Setting], col_labels: list[str], path: Path) -> Path:
@@ -202,16 +252,17 @@ def paired_summary(rows: dict, best: dict | None = None) -> dict:
 
 def write_csv(path: Path, settings: dict[str, Setting], rows: dict, used: dict[str, tuple[str, str]]) -> None:
     """One line per row; ``used``: {setting: (guide weights, main weights)} as loaded ('auto' resolved)."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_FIELDS)
-        for spec, by in rows.items():
-            for name, rs in by.items():
-                s, (g_ema, m_ema) = settings[name], used[name]
-                iv = f"{s.interval[0]:g}-{s.interval[1]:g}" if s.interval else ""
-                for r in rs:
-                    writer.writerow([name, s.guide, g_ema if s.guide != "uncond" else "", m_ema, iv, spec,
-                                     *(f"{r[k]:.6g}" for k in FIELDS), f"{r['floor_fd']:.6g}"])
+    text = text_io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(CSV_FIELDS)
+    for spec, by in rows.items():
+        for name, rs in by.items():
+            s, (g_ema, m_ema) = settings[name], used[name]
+            iv = f"{s.interval[0]:g}-{s.interval[1]:g}" if s.interval else ""
+            for r in rs:
+                writer.writerow([name, s.guide, g_ema if s.guide != "uncond" else "", m_ema, iv, spec,
+                                 *(f"{r[k]:.6g}" for k in FIELDS), f"{r['floor_fd']:.6g}"])
+    io.write_text(text.getvalue(), path)  # atomic
 
 
 def plot_sweep(rows: dict, path: Path, n: int, reference: str = "split") -> Path:

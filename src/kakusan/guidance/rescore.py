@@ -12,7 +12,6 @@ sample set (``RUN+RUN2``): a large n can be sampled in parts, one session at a t
 from __future__ import annotations
 
 import csv
-import io as text_io
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ from ..data import load_dataset
 from ..metrics import load_featurenet
 from ..metrics.scores import reference_sets, score_features
 from ..utils import io
-from .sweep import CSV_FIELDS, PARTS, best_rows, paired_summary, plot_sweep
+from .sweep import CSV_FIELDS, PARTS, best_rows, paired_summary, plot_sweep, save_rows, write_table
 
 
 def read_run(run: str | Path) -> tuple[list[dict], dict[str, torch.Tensor], dict]:
@@ -109,13 +108,8 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
         lines_out.append({**line, "setting": name, **{k: f"{row[k]:.6g}" for k in ("fd", "fd_std", "precision",
                                                                                   "recall", "floor_fd")}})
     out.mkdir(parents=True, exist_ok=True)
-    text = text_io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(lines_out)
-    io.write_text(text.getvalue(), out / "sweep.csv")
-    io.save_tensors({f"{spec}|{name}|w={r['w']:g}": r["fd_boot"].to(torch.float32, copy=True)
-                     for spec, by in rows.items() for name, rs in by.items() for r in rs}, out / "bootstrap.safetensors")
+    write_table(out / "sweep.csv", [[line[k] for k in CSV_FIELDS] for line in lines_out])
+    save_rows(rows, "fd_boot", out / "bootstrap.safetensors")
     io.write_json({"runs": [str(r) for r in runs], "n": n, "seed": seed, "seed_ranges": [list(r) for r in ranges], "reference": reference,
                    "bootstrap": bootstrap, "spread": ref["spread"],
                    "floor": {"fd": ref["floor"]["fd"], "n": ref["floor"]["n"]}},

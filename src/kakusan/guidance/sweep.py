@@ -175,9 +175,7 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
                    "spread": ref["spread"], "samplings": {k: list(v) for k, v in resolved.items()}}, out / "sweep.json")
     plot_sweep(rows, out / "sweep.png", n, reference)
     for key, file in (("fd_boot", "bootstrap"), ("features", "features")):
-        tensors = {f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)
-                   for spec, by in rows.items() for name, rs in by.items() for r in rs}
-        io.save_tensors(tensors, out / f"{file}.safetensors")
+        save_rows(rows, key, out / f"{file}.safetensors")
     best = best_rows(rows)
     plot_compare(rows, best, settings, [str(int(c)) for c in labels[:PREVIEW]], out / "compare.png")
     write_csv(out / "sweep.csv", settings, rows, used)  # last: a folder with sweep.csv holds a finished sweep
@@ -185,6 +183,21 @@ def guidance_sweep(model, settings: dict[str, Setting], ws, out: str | Path, *, 
     return {"rows": rows, "best": best, "paired": paired_summary(rows, best),
             "samplings": {k: list(v) for k, v in resolved.items()}, "n": n, "csv": str(out / "sweep.csv"),
             "plot": str(out / "sweep.png"), "compare": str(out / "compare.png")}
+
+
+def save_rows(rows: dict, key: str, path: Path) -> None:
+    """Every row's tensor ``key`` (its bootstrap FDs or its features), named 'sampling|setting|w=W', atomically."""
+    io.save_tensors({f"{spec}|{name}|w={r['w']:g}": r[key].to(torch.float32, copy=True)
+                     for spec, by in rows.items() for name, rs in by.items() for r in rs}, path)
+
+
+def write_table(path: Path, lines) -> None:
+    """A CSV of CSV_FIELDS (``lines``: value lists in that order), written atomically."""
+    text = text_io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(CSV_FIELDS)
+    writer.writerows(lines)
+    io.write_text(text.getvalue(), path)
 
 
 def open_sweep_folder(out: Path, manifest: dict, resume: bool) -> Path:
@@ -252,17 +265,14 @@ def paired_summary(rows: dict, best: dict | None = None) -> dict:
 
 def write_csv(path: Path, settings: dict[str, Setting], rows: dict, used: dict[str, tuple[str, str]]) -> None:
     """One line per row; ``used``: {setting: (guide weights, main weights)} as loaded ('auto' resolved)."""
-    text = text_io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(CSV_FIELDS)
+    lines = []
     for spec, by in rows.items():
         for name, rs in by.items():
             s, (g_ema, m_ema) = settings[name], used[name]
             iv = f"{s.interval[0]:g}-{s.interval[1]:g}" if s.interval else ""
-            for r in rs:
-                writer.writerow([name, s.guide, g_ema if s.guide != "uncond" else "", m_ema, iv, spec,
-                                 *(f"{r[k]:.6g}" for k in FIELDS), f"{r['floor_fd']:.6g}"])
-    io.write_text(text.getvalue(), path)  # atomic
+            lines += [[name, s.guide, g_ema if s.guide != "uncond" else "", m_ema, iv, spec,
+                       *(f"{r[k]:.6g}" for k in FIELDS), f"{r['floor_fd']:.6g}"] for r in rs]
+    write_table(path, lines)
 
 
 def plot_sweep(rows: dict, path: Path, n: int, reference: str = "split") -> Path:

@@ -106,12 +106,12 @@ def test_eval_cli_on_npz_and_errors(tmp_path, mnist):
     np.savez(tmp_path / "s.npz", images=mnist.images[:100].numpy(), labels=mnist.labels[:100].numpy())
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--ref", "mnist"])
     assert r.exit_code == 0, r.output
-    assert "floor" in r.output and "class_acc" in r.output
+    assert "floor" in r.output and "class acc" in r.output
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "missing.npz")])
     assert r.exit_code == 2 and "no such file" in r.output
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--n", "3000"])
     assert r.exit_code == 0  # n is capped at the number of samples
-    r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--feature-net", "inception"])
+    r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--judge", "inception"])
     assert r.exit_code == 2 and "weights" in r.output
     r = CliRunner().invoke(app, ["eval", str(tmp_path / "s.npz"), "--reference", "all"])
     assert r.exit_code == 0 and "100 samples vs all of mnist" in r.output

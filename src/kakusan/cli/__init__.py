@@ -282,41 +282,6 @@ def report(
     _run(go)
 
 
-@app.command("eval")
-def eval_(
-    samples: Path = typer.Argument(..., help="Samples: a .npz (images [, labels]), a `kakusan sample` folder, or PNGs."),
-    ref: str = typer.Option("mnist", help="Reference: mnist | digits | an image folder or .npz of real images."),
-    n: Optional[int] = typer.Option(None, help="Number of samples to score [all; at most half the reference "
-                                    "with --reference split]."),
-    feature_net: str = typer.Option("mnist", help="mnist (shipped evaluation net) | inception (needs --weights)."),
-    weights: Optional[Path] = typer.Option(None, help="Weights of the feature net (folder for mnist, file for inception)."),
-    seed: int = typer.Option(0, help="Seed of the real-set split and KID subsets."),
-    reference: str = typer.Option("split", help="Score against 'split' (n real images, the floor's other n "
-                                  "disjoint) or 'all' (every real image, as FID does; the floor at up to half)."),
-):
-    """Score samples: FD, KID, precision/recall, class accuracy — next to the real-vs-real floor."""
-    from ..metrics.sample_sets import evaluate_samples
-
-    def go():
-        r = evaluate_samples(samples, ref, n=n, feature_net=feature_net, weights=weights, seed=seed,
-                             reference=reference)
-        f = r["floor"]
-        against = "all of " if reference == "all" else f"{r['n']} of "
-        typer.echo(f"{r['n']} samples vs {against}{r['ref']} ({r['feature_net']} features); "
-                   f"floor: {f['n']} vs {f['n']} real")
-        typer.echo(f"{'':12}{'samples':>10}{'floor':>10}")
-        for key in ("fd", "kid", "precision", "recall"):
-            typer.echo(f"{key:12}{r[key]:10.4f}{f[key]:10.4f}")
-        if "class_acc" in r:
-            typer.echo(f"{'class_acc':12}{r['class_acc']:10.4f}")
-        if min(r["kid"], f["kid"]) < 0:
-            typer.echo("note: KID is an unbiased estimate, so it can fall below 0 when two sets are closer than its "
-                       "sampling noise (kid_std); read a negative KID as 0.")
-        typer.echo(json.dumps(r))
-
-    _run(go)
-
-
 @app.command()
 def toy(
     out: Path = typer.Option(Path("out/toy"), "--out", "-o", help="Folder for toy.png, samples_*.npz, metrics.json."),
@@ -351,28 +316,12 @@ def toy(
     _run(go)
 
 
-metrics_app = typer.Typer(help="The evaluation network and its training.", no_args_is_help=True)
-app.add_typer(metrics_app, name="metrics")
-
-
-@metrics_app.command("train-featurenet")
-def train_featurenet(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for featurenet.safetensors and card.json."),
-    seed: int = typer.Option(0, help="Seed of the split, the initial weights and the augmentation."),
-    epochs: int = typer.Option(30, help="Passes over the 4,000 training images."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-):
-    """Train the MNIST evaluation network on a fixed 4,000 / 1,000 split; prints its held-out accuracy."""
-    from ..metrics import train_featurenet as train
-
-    _run(lambda: typer.echo(json.dumps(train(out, seed=seed, epochs=epochs, progress=progress))))
-
-
 from .distill import distill_app  # noqa: E402  (its commands use the helpers above)
 
 app.add_typer(distill_app, name="distill")
 
 from .ema import ema  # noqa: E402
+from .metrics import compare, eval_, metrics_app  # noqa: E402
 from .guidance import guidance_rescore, guidance_sweep  # noqa: E402
 from .grid import grid  # noqa: E402
 from .segment import segment  # noqa: E402
@@ -380,6 +329,9 @@ from .segment import segment  # noqa: E402
 app.command("segment")(segment)
 app.command("grid")(grid)
 app.command("ema")(ema)
+app.command("eval")(eval_)
+app.command("compare")(compare)
+app.add_typer(metrics_app, name="metrics")
 app.command("guidance-sweep")(guidance_sweep)
 app.command("guidance-rescore")(guidance_rescore)
 

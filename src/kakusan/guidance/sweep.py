@@ -15,8 +15,6 @@ the sweep runs, so a killed sweep resumes (``resume=True``) where it stopped and
 """
 from __future__ import annotations
 
-import csv
-import io as text_io
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -193,11 +191,7 @@ def save_rows(rows: dict, key: str, path: Path) -> None:
 
 def write_table(path: Path, lines) -> None:
     """A CSV of CSV_FIELDS (``lines``: value lists in that order), written atomically."""
-    text = text_io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(CSV_FIELDS)
-    writer.writerows(lines)
-    io.write_text(text.getvalue(), path)
+    io.write_csv(CSV_FIELDS, lines, path)
 
 
 def open_sweep_folder(out: Path, manifest: dict, resume: bool) -> Path:

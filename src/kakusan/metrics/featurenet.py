@@ -69,13 +69,16 @@ def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: 
 
 
 class ClassifierObjective(Objective):
-    """A digit classifier (``net(x) -> logits``): cross-entropy with label smoothing on augmented digits, AdamW with a
-    one-cycle learning rate (and momentum) schedule (Smith & Topin 2019) over the whole run. Saved as
-    ``weights_file``."""
+    """A network fitted on augmented digits with AdamW and a one-cycle learning rate (and momentum) schedule (Smith &
+    Topin 2019) over the whole run; saved as ``weights_file``. ``task='classify'``: ``net(x) -> logits``,
+    cross-entropy with label smoothing; ``task='reconstruct'``: ``net(x) -> x_hat`` (an autoencoder), mean squared
+    error against the augmented digit itself (the labels are not used)."""
 
     def __init__(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, lr: float, total_steps: int,
-                 weights_file: str = WEIGHTS_FILE):
-        self.images, self.labels, self.weights_file = images, labels, weights_file
+                 weights_file: str = WEIGHTS_FILE, task: str = "classify"):
+        if task not in TASKS:
+            raise KakusanError(f"a network's task is one of {TASKS} (got {task!r})")
+        self.images, self.labels, self.weights_file, self.task = images, labels, weights_file, task
         self.net = self.forward = net
         self.modules = {"model": self.net}
         self.optimizers = {"model": torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=1e-4)}
@@ -97,7 +100,11 @@ class ClassifierObjective(Objective):
         idx = loop.global_batch(len(self.images))
         device = loop.accel.device
         x, labels = loop.share(augment(self.images[idx], loop.cpu_generator), self.labels[idx])  # drawn on the CPU
-        loss = F.cross_entropy(self.forward(x.to(device)), labels.to(device), label_smoothing=0.05)
+        x, labels = x.to(device), labels.to(device)
+        if self.task == "classify":
+            loss = F.cross_entropy(self.forward(x), labels, label_smoothing=0.05)
+        else:
+            loss = F.mse_loss(self.forward(x), x)
         loop.optimize("model", loss, self.forward.parameters())
         return {"loss": loss.item()}
 
@@ -108,30 +115,48 @@ class ClassifierObjective(Objective):
         return io.load_tensors(Path(folder) / self.weights_file)
 
 
+TASKS = ("classify", "reconstruct")
+
+
+@torch.no_grad()
+def reconstruction_mse(net: nn.Module, images: torch.Tensor, batch: int = 500) -> float:
+    net.eval()
+    return float(torch.cat([(net(images[i:i + batch]) - images[i:i + batch]).square().flatten(1).mean(1)
+                            for i in range(0, len(images), batch)]).mean())
+
+
 def train_classifier(make_net, out: str | Path, *, weights_file: str, command: str, seed: int = 0, epochs: int = 30,
-                     batch_size: int = 128, lr: float = 2e-3, progress: bool = True) -> dict:
-    """Train ``make_net()`` on the 4,000 training images of ``mnist_split(seed)`` on the generic loop (run folder
-    ``out/run``, resumable), report held-out accuracy; write ``weights_file`` + card into ``out``."""
+                     batch_size: int = 128, lr: float = 2e-3, progress: bool = True, task: str = "classify",
+                     split_seed: int | None = None) -> dict:
+    """Train ``make_net()`` on the 4,000 training images of ``mnist_split(split_seed)`` (default: ``seed``) on the
+    generic loop (run folder ``out/run``, resumable), report its held-out accuracy (or, for ``task='reconstruct'``,
+    its held-out reconstruction error); write ``weights_file`` + card into ``out``."""
     out = Path(out)
     if (out / weights_file).exists():
         raise KakusanError(f"{out} already holds a trained network; choose another output folder")
+    split_seed = seed if split_seed is None else split_seed
     torch.manual_seed(seed)
     data = load_dataset("mnist")
-    train_idx, held_idx = mnist_split(seed)
+    train_idx, held_idx = mnist_split(split_seed)
     x, y = data.images[train_idx], data.labels[train_idx]
     kimg = epochs * len(x) / 1000
     config = LoopConfig(batch_size=batch_size, kimg=kimg, lr=lr, warmup_kimg=0, grad_clip=0, ema_stds=[], seed=seed,
                         checkpoint_kimg=kimg / 5, sample_kimg=2 * kimg, log_kimg=len(x) / 1000)
     objective = ClassifierObjective(make_net(), x, y, lr=lr, total_steps=math.ceil(kimg * 1000 / batch_size),
-                                    weights_file=weights_file)
+                                    weights_file=weights_file, task=task)
     t0 = time.time()
     TrainLoop(objective, config, out / "run", progress=progress,
               resume=has_checkpoint(out / "run" / "checkpoint")).train()
     net = objective.net.cpu()
-    held_acc = accuracy(net, data.images[held_idx], data.labels[held_idx])
+    held = data.images[held_idx]
+    if task == "classify":
+        quality = {"held_out_accuracy": round(accuracy(net, held, data.labels[held_idx]), 4),
+                   "train_accuracy": round(accuracy(net, x, y), 4)}
+    else:
+        quality = {"held_out_reconstruction_mse": round(reconstruction_mse(net, held), 5),
+                   "train_reconstruction_mse": round(reconstruction_mse(net, x), 5)}
     card = {"command": command, "seed": seed, "epochs": epochs,
-            "split": f"mnist_split(seed={seed}): 4000 train / 1000 held out",
-            "held_out_accuracy": round(held_acc, 4), "train_accuracy": round(accuracy(net, x, y), 4),
+            "split": f"mnist_split(seed={split_seed}): 4000 train / 1000 held out", **quality,
             "wall_s": round(time.time() - t0, 1), "parameters": sum(p.numel() for p in net.parameters())}
     io.save_tensors(net.state_dict(), out / weights_file)
     io.write_json(card, out / CARD_FILE)

@@ -13,9 +13,11 @@ damaged file, a full or read-only disk) are :class:`~kakusan.KakusanError` namin
 """
 from __future__ import annotations
 
+import csv
 import errno
 import glob
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -201,6 +203,15 @@ def write_bytes(data: bytes, path: str | Path) -> None:
 
 def write_text(text: str, path: str | Path) -> None:
     write_bytes(text.encode(), path)
+
+
+def write_csv(fields, lines, path: str | Path) -> None:
+    """A CSV with a header of ``fields`` and one line per value list of ``lines``, written atomically."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(fields)
+    writer.writerows(lines)
+    write_text(text.getvalue(), path)
 
 
 def require_empty_output(out: str | Path) -> Path:

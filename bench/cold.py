@@ -5,7 +5,8 @@ broken vs perfect symmetry vs hot (Gaussian) diffusion, and the cost of a trajec
 
 Each part runs when its model is given (``--mask RUN`` alone measures mask restoration only). RUNs are cold models
 trained on ``mnist-train`` (see docs/cold.md for the commands); restoration uses n random images of
-``mnist-heldout`` and FD (shipped MNIST evaluation network) is against the whole held-out set.
+``mnist-heldout`` and FD (shipped MNIST evaluation network) is against the whole held-out set; Algorithm 2 against
+direct restoration is also compared under every judge of the panel (paired, FD ratio ± spread, verdict).
 Last line: one JSON object.
 """
 from __future__ import annotations
@@ -23,14 +24,14 @@ from kakusan.cold import build_degradation, restorer, sample_alg2
 from kakusan.cold.restore import restore_all
 from kakusan.data import load_dataset
 from kakusan.diffusion import Denoiser, generate
-from kakusan.metrics import load_featurenet
+from kakusan.metrics import compare_sets, load_featurenet, load_panel
 from kakusan.metrics.restoration import rmse, ssim
 from kakusan.metrics.scores import evaluate, extract, frechet_distance
 from kakusan.models import model_folder
 from kakusan.utils.images import save_grid
 
 
-def restoration(model, clean, real_feats, net, figure) -> dict:
+def restoration(model, clean, real_feats, net, figure, held=None) -> dict:
     rows = restore_all(model, clean, progress=False)
     save_grid(torch.cat([rows[k][:10] for k in rows]), figure, nrow=10)  # clean / degraded / direct / alg1 / alg2
     out = {}
@@ -40,6 +41,15 @@ def restoration(model, clean, real_feats, net, figure) -> dict:
                      "fd": round(frechet_distance(extract(net, x)[0], real_feats), 4)}
         print(f"  {name:9} RMSE {out[name]['rmse']:.4f}  SSIM {out[name]['ssim']:.4f}  FD {out[name]['fd']:.3f}",
               flush=True)
+    if held is not None:  # "Algorithm 2 beats direct restoration" under every judge, paired by clean image
+        p = compare_sets(load_panel(), {"alg2": (rows["alg2"], None), "direct": (rows["direct"], None)}, held,
+                         bootstrap=100, reference="all", spread="both")["pairs"][0]
+        print(f"  Algorithm 2 beats direct restoration, every judge: {p['verdict']}")
+        for row in p["rows"]:
+            print(f"    {row['judge']:20} FD {row['fd_a']:9.4f} vs {row['fd_b']:9.4f}  ratio {row['ratio']:.3f} ± "
+                  f"{row['ratio_std']:.3f}  z {row['z']:+.2f}", flush=True)
+        out["panel_alg2_vs_direct"] = {"verdict": p["verdict"], "ratio": {
+            row["judge"]: [round(row["ratio"], 4), round(row["ratio_std"], 4)] for row in p["rows"]}}
     return out
 
 
@@ -77,7 +87,8 @@ def main():
     print(f"real-vs-real floor ({args.n} clean held-out images vs all {len(held)}): FD {result['floor_fd']:.3f}")
     for kind in [k for k in ("blur", "mask") if getattr(args, k)]:
         print(f"{kind} restoration, {args.n} held-out images:", flush=True)
-        result[kind] = restoration(load(getattr(args, kind)), clean, real_feats, net, out / f"restore-{kind}.png")
+        result[kind] = restoration(load(getattr(args, kind)), clean, real_feats, net, out / f"restore-{kind}.png",
+                                   held)
 
     gen, grids = {}, []
     real_all = load_dataset("mnist").images

@@ -25,7 +25,8 @@ from kakusan.diffusion import Denoiser, generate
 from kakusan.diffusion.samplers import nfe_of
 from kakusan.distill.pairs import ema_arg
 from kakusan.guidance import guide_from_spec
-from kakusan.metrics import evaluate, load_featurenet
+from kakusan.metrics import evaluate, load_featurenet, load_panel
+from kakusan.metrics.panel import panel_summary, summary_line
 from kakusan.models import model_folder
 from kakusan.utils import io
 from kakusan.utils.images import save_grid
@@ -46,13 +47,15 @@ def score(model, make_denoise, sampler, steps, n, net, real) -> dict:
                       steps=steps, make_denoise=make_denoise, progress=False).clamp(-1, 1)
     seconds = time.perf_counter() - t0
     r = evaluate(net, images, real, labels, bootstrap=100)
+    panel = panel_summary(load_panel(), images, real, labels)
     nfe = nfe_of(sampler, steps) if sampler != "onestep" else 1
     row = {k: round(r[k], 5) for k in KEYS} | {"fd_std": round(r["fd_std"], 5), "img_s": round(n / seconds, 2),
                                               "solver": f"{sampler} {steps} steps", "nfe": nfe,
-                                              "floor_fd": r["floor"]["fd"], "images": images[:10]}
+                                              "floor_fd": r["floor"]["fd"], "images": images[:10], "judges": panel}
     print(f"  {row['solver']:18} FD {row['fd']:8.3f} ± {row['fd_std']:.3f}  KID {row['kid']:.4f}  "
           f"P {row['precision']:.3f}  R {row['recall']:.3f}  acc {row['class_acc']:.3f}  {row['img_s']:.1f} img/s",
           flush=True)
+    print(f"    {summary_line(panel)}", flush=True)
     return row
 
 

@@ -30,7 +30,8 @@ import torch
 from kakusan.data import load_dataset
 from kakusan.diffusion import Denoiser, generate
 from kakusan.diffusion.samplers import steps_for_nfe
-from kakusan.metrics import evaluate, load_featurenet
+from kakusan.metrics import evaluate, load_featurenet, load_panel
+from kakusan.metrics.panel import panel_summary, summary_line
 from kakusan.metrics.scores import disjoint_halves, extract, fd_bootstrap, frechet_distance
 from kakusan.models import model_folder
 
@@ -40,6 +41,7 @@ ROWS = {  # name: (sampler, schedule)
     "dpmpp2m-opt": ("dpmpp2m", "optimized"), "dpmpp3m-opt": ("dpmpp3m", "optimized"),
 }
 HEUN_NFE = (3, 5, 9, 15, 35)
+JUDGES = load_panel()  # every point is also scored under the whole judge panel (its "judges" entry)
 
 
 def measure(model, net, real, labels, sampler, schedule, nfe, n):
@@ -48,8 +50,10 @@ def measure(model, net, real, labels, sampler, schedule, nfe, n):
                       schedule=schedule, progress=False).clamp(-1, 1)
     sec = (time.perf_counter() - t0) / n
     r = evaluate(net, images, real, labels, bootstrap=100)
+    panel = panel_summary(JUDGES, images, real, labels)
+    print(f"    {sampler} {schedule} {nfe} NFE: {summary_line(panel)}", flush=True)
     return {"nfe": nfe, **{k: round(r[k], 5) for k in ("fd", "fd_std", "precision", "recall", "class_acc")},
-            "sec_per_image": round(sec, 4)}, r["floor"]["fd"], extract(net, images)[0]
+            "sec_per_image": round(sec, 4), "judges": panel}, r["floor"]["fd"], extract(net, images)[0]
 
 
 def paired_ratio(real_f, f, ref_f, reps: int = 100, seed: int = 0) -> tuple[float, float]:

@@ -3,7 +3,8 @@
     python bench/quality.py [--model mnist-s] [--n 1000]
 
 For Heun at 7 / 15 / 35 NFE and DDIM at 50 steps: FD, KID, precision, recall (shipped MNIST evaluation network) and
-class accuracy of n class-cycled samples, and seconds per image. Last line: one JSON object.
+class accuracy of n class-cycled samples, and seconds per image; below each, the FD and FD / floor under every judge of
+the panel (``judges`` in the JSON). Last line: one JSON object.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 
 from kakusan.data import load_dataset
 from kakusan.diffusion import Denoiser, generate
-from kakusan.metrics import evaluate, load_featurenet
+from kakusan.metrics import evaluate, load_featurenet, load_panel
+from kakusan.metrics.panel import panel_summary, summary_line
 from kakusan.metrics.featurenet import SHIPPED
 from kakusan.models import model_folder
 from kakusan.utils import io
@@ -32,7 +34,7 @@ def main():
     args = ap.parse_args()
 
     model = Denoiser.from_pretrained(model_folder(args.model), ema=args.ema)
-    net = load_featurenet()
+    net, judges = load_featurenet(), load_panel()
     real = load_dataset("mnist").images
     labels = torch.arange(args.n) % 10
     result = {"model": args.model, "weights": model.info.get("weights"), "n": args.n,
@@ -43,14 +45,17 @@ def main():
         images = generate(model, range(args.n), cond=labels, sampler=sampler, steps=steps, progress=False)
         seconds = time.perf_counter() - t0
         r = evaluate(net, images, real, labels)
+        panel = panel_summary(judges, images, real, labels)
         result["floor_fd"] = r["floor"]["fd"]
         result["floor"] = r["floor"]
         result[name] = {k: round(r[k], 5) for k in ("fd", "kid", "precision", "recall", "class_acc")}
         result[name]["fd_over_floor"] = round(r["fd_over_floor"], 3)
         result[name]["sec_per_image"] = round(seconds / args.n, 4)
+        result[name]["judges"] = panel
         print(f"{name:8} FD {r['fd']:8.3f} (floor {r['floor']['fd']:.3f}, x{r['fd_over_floor']:.2f})  "
               f"KID {r['kid']:.4f}  P {r['precision']:.3f}  R {r['recall']:.3f}  acc {r['class_acc']:.3f}  "
               f"{seconds / args.n:.3f} s/img", flush=True)
+        print(f"         {summary_line(panel)}", flush=True)
     print(json.dumps(result))
 
 

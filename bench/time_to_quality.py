@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from kakusan.data import load_dataset
 from kakusan.diffusion import Denoiser, generate
 from kakusan.diffusion.samplers import PerSampleNoise
-from kakusan.metrics import evaluate, load_featurenet
+from kakusan.metrics import evaluate, load_featurenet, load_panel
+from kakusan.metrics.panel import panel_summary, summary_line
 from kakusan.nets.unet import UNetConfig
 from kakusan.train import TrainConfig
 
@@ -136,7 +137,10 @@ def sample_example(unet, n: int, batch: int = 100) -> torch.Tensor:
 
 def score(net, real, images, n):
     r = evaluate(net, images.clamp(-1, 1), real, torch.arange(n) % 10, bootstrap=100)
-    return {k: round(r[k], 5) for k in ("fd", "fd_std", "precision", "recall", "class_acc")}, r["floor"]["fd"]
+    panel = panel_summary(load_panel(), images.clamp(-1, 1), real, torch.arange(n) % 10)
+    print(f"  {summary_line(panel)}", flush=True)
+    return ({k: round(r[k], 5) for k in ("fd", "fd_std", "precision", "recall", "class_acc")} | {"judges": panel},
+            r["floor"]["fd"])
 
 
 def main():

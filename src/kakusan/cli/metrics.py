@@ -32,7 +32,8 @@ def _write_csv(path: Path | None, fields, rows: list[dict]) -> None:
 
 
 def eval_(
-    samples: Path = typer.Argument(..., help="Samples: a .npz (images [, labels]), a `kakusan sample` folder, or PNGs."),
+    samples: Path = typer.Argument(..., help="Samples: a .npz (images [, labels]), a `kakusan sample` folder, or "
+                                   "PNGs."),
     ref: str = typer.Option("mnist", help="Reference: mnist | digits | an image folder or .npz of real images."),
     n: Optional[int] = typer.Option(None, help="Number of samples to score [all; at most half the reference "
                                     "with --reference split]."),
@@ -99,8 +100,9 @@ def compare(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for compare.csv and compare.json."),
 ):
     """Paired comparison of sample sets under every judge: for each pair A, B the FD ratio A / B and the gap
-    FD_B − FD_A with their paired bootstrap spreads, per judge, and the panel's verdict on "A beats B" — 'holds' only
-    if every judge agrees beyond the spread, else 'depends on the judge' (or 'reversed', 'inside the spread')."""
+    FD_B − FD_A with their paired bootstrap spreads, per judge, and the panel's verdict on "A beats B" — 'holds'
+    only if every judge agrees beyond the spread, else 'depends on the judge' (or 'reversed', 'inside the
+    spread')."""
     from ..metrics.sample_sets import compare_samples
     from ..utils import io
 
@@ -135,24 +137,11 @@ def compare(
 metrics_app = typer.Typer(help="The judge panel's networks and their training.", no_args_is_help=True)
 
 
-@metrics_app.command("train-featurenet")
-def train_featurenet(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for featurenet.safetensors and card.json."),
-    seed: int = typer.Option(0, help="Seed of the split, the initial weights and the augmentation."),
-    epochs: int = typer.Option(30, help="Passes over the 4,000 training images."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-):
-    """Train the MNIST evaluation network on a fixed 4,000 / 1,000 split; prints its held-out accuracy."""
-    from ..metrics import train_featurenet as train
-
-    _run(lambda: typer.echo(json.dumps(train(out, seed=seed, epochs=epochs, progress=progress))))
-
-
 @metrics_app.command("train-judge")
 def train_judge(
-    name: str = typer.Argument(..., help="resnet-mnist | autoencoder-mnist | random-cnn | pixels."),
+    name: str = typer.Argument(..., help="featurenet-mnist | resnet-mnist | autoencoder-mnist | random-cnn | pixels."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the judge (card.json and its weights)."),
-    epochs: Optional[int] = typer.Option(None, help="Passes over its 4,000 training images [the recipe's: 20]."),
+    epochs: Optional[int] = typer.Option(None, help="Passes over its 4,000 training images [the recipe's: 20-30]."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Make a judge of the panel by its recipe (its own split and seed); prints its card."""

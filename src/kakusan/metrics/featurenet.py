@@ -1,8 +1,9 @@
 """The evaluation network for the built-in MNIST: a small CNN classifier whose penultimate layer (128-d) plays the
 role Inception-v3's pool features play for FID on ImageNet (no Inception weights can be downloaded here).
 
-Trained by ``kakusan metrics train-featurenet`` (on the generic training loop) on a fixed, class-balanced split of
-the 5,000 MNIST images (4,000 train / 1,000 held out, :func:`mnist_split`), with random affine augmentation.
+Trained by ``kakusan metrics train-judge featurenet-mnist`` (on the generic training loop) on a fixed,
+class-balanced split of the 5,000 MNIST images (4,000 train / 1,000 held out, :func:`mnist_split`), with random affine
+augmentation. It is one judge of the panel (:mod:`.judges`); :func:`train_classifier` trains the panel's others too.
 """
 from __future__ import annotations
 
@@ -163,15 +164,6 @@ def train_classifier(make_net, out: str | Path, *, weights_file: str, command: s
     return card
 
 
-def train_featurenet(out: str | Path, *, seed: int = 0, epochs: int = 30, progress: bool = True, **options) -> dict:
-    """The evaluation network: :class:`FeatureNet` by :func:`train_classifier`."""
-    card = train_classifier(FeatureNet, out, weights_file=WEIGHTS_FILE, seed=seed, epochs=epochs, progress=progress,
-                            command=f"kakusan metrics train-featurenet --out {out} --seed {seed} --epochs {epochs}",
-                            **options)
-    io.write_json({**card, "features": FeatureNet.num_features}, Path(out) / CARD_FILE)
-    return {**card, "features": FeatureNet.num_features}
-
-
 def load_trained(net: nn.Module, folder: Path, weights_file: str, how_to_train: str) -> nn.Module:
     """``net`` with the weights of a folder written by :func:`train_classifier`, in eval mode."""
     if not (folder / weights_file).is_file():
@@ -183,4 +175,4 @@ def load_trained(net: nn.Module, folder: Path, weights_file: str, how_to_train: 
 def load_featurenet(path: str | Path | None = None) -> FeatureNet:
     """The shipped evaluation network (or one at ``path``), in eval mode."""
     return load_trained(FeatureNet(), Path(path) if path else SHIPPED, WEIGHTS_FILE,
-                        "kakusan metrics train-featurenet")
+                        "kakusan metrics train-judge featurenet-mnist")

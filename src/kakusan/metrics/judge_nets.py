@@ -5,11 +5,11 @@ classes in Fréchet Inception Distance": FID can be moved by matching the classi
 images). So the panel holds networks of different *kinds*, each exposing ``features(x)`` for (N, 1, 32, 32) images in
 [-1, 1]:
 
-* :class:`ResNetJudge` — a supervised classifier of another design than FeatureNet (residual blocks, GroupNorm instead of
-  BatchNorm, SiLU, strided downsampling instead of max-pooling), trained on another split and
-  seed; features: the pooled 96-d vector before its linear head.
-* :class:`AutoencoderJudge` — never trained to classify: a convolutional autoencoder trained to reconstruct the digits;
-  features: its 64-d bottleneck (what it must keep to redraw a digit, strokes included).
+* :class:`ResNetJudge` — a supervised classifier of another design than FeatureNet (residual blocks, GroupNorm
+  instead of BatchNorm, SiLU, strided downsampling instead of max-pooling), trained on another split and seed;
+  features: the pooled 96-d vector before its linear head.
+* :class:`AutoencoderJudge` — never trained to classify: a convolutional autoencoder trained to reconstruct the
+  digits; features: its 64-d bottleneck (what it must keep to redraw a digit, strokes included).
 * :class:`RandomConvJudge` — a convolutional network never trained at all (seeded Kaiming weights, shipped so that
   every machine has the same ones): a sanity floor that sees local edge statistics, not digits.
 * :class:`PixelJudge` — the pixels themselves, average-pooled to 16×16 (256-d): the crudest floor.
@@ -26,8 +26,9 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int, groups: int = 8):
         super().__init__()
-        self.body = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                                  nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
+        conv = lambda: nn.Conv2d(channels, channels, 3, padding=1)  # noqa: E731
+        self.body = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), conv(),
+                                  nn.GroupNorm(groups, channels), nn.SiLU(), conv())
 
     def forward(self, x):
         return x + self.body(x)

@@ -81,12 +81,15 @@ def load_panel(names=None, weights: str | Path | None = None) -> list[Judge]:
 
 # How each trainable judge of the panel is made: (class, kind, task, split and seed, epochs).
 RECIPES = {
+    "featurenet-mnist": dict(class_name="FeatureNet", kind="classifier", task="classify", seed=0, epochs=30,
+                             about="the evaluation network since kakusan 0.1: conv-conv-pool x3 with BatchNorm, "
+                                   "trained with affine augmentation; features: its 128-d penultimate layer"),
     "resnet-mnist": dict(class_name="ResNetJudge", kind="classifier", task="classify", seed=2, epochs=20,
                          about="a digit classifier of another design than featurenet-mnist (residual, GroupNorm, "
                                "strided), another split and seed; features: the pooled 96-d vector before its head"),
     "autoencoder-mnist": dict(class_name="AutoencoderJudge", kind="autoencoder", task="reconstruct", seed=3,
-                              epochs=30, lr=1e-3, about="a convolutional autoencoder never trained to classify; features: "
-                                               "its 64-d code"),
+                              epochs=30, lr=1e-3,
+                              about="a convolutional autoencoder never trained to classify; features: its 64-d code"),
     "random-cnn": dict(class_name="RandomConvJudge", kind="random", seed=0,
                        about="three random (seeded Kaiming) ReLU convolutions, never trained, pooled to 2x2: a "
                              "sanity floor that sees local edge statistics"),
@@ -100,8 +103,7 @@ def train_judge(name: str, out: str | Path, *, epochs: int | None = None, progre
     5,000 digits (the evaluation network uses split 0, the distillation's perceptual network split 1), or, for the
     untrained judges, write their fixed weights (or none). Returns the card."""
     if name not in RECIPES:
-        raise KakusanError(f"no recipe for judge {name!r}: choose from {', '.join(RECIPES)} (featurenet-mnist: "
-                           "kakusan metrics train-featurenet)")
+        raise KakusanError(f"no recipe for judge {name!r}: choose from {', '.join(RECIPES)}")
     recipe, out = RECIPES[name], Path(out)
     if (out / CARD_FILE).exists():
         raise KakusanError(f"{out} already holds a judge; choose another output folder")

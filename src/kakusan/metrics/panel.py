@@ -124,3 +124,19 @@ def canonical_correlations(x: torch.Tensor, y: torch.Tensor, rtol: float = 1e-6)
         u, s, _ = torch.linalg.svd(f, full_matrices=False)
         return u[:, s > rtol * s[0]]
     return torch.linalg.svdvals(basis(x).T @ basis(y))
+
+
+def panel_summary(judges: list[Judge], samples: torch.Tensor, real: torch.Tensor, labels: torch.Tensor | None = None,
+                  **options) -> dict[str, dict]:
+    """{judge: {fd, fd_over_floor[, fd_std]}}: a bench's one-line view of a sample set under the whole panel
+    (:func:`panel_scores`; by default the class-stratified split of :func:`~.scores.evaluate`, no bootstrap)."""
+    options = {"reference": "split", "bootstrap": 0} | options
+    rows = panel_scores(judges, samples, real, labels, **options)
+    return {r["judge"]: {k: round(r[k], 5) for k in ("fd", "fd_over_floor", "fd_std") if r[k] is not None}
+            for r in rows}
+
+
+def summary_line(summary: dict[str, dict]) -> str:
+    """'judges: featurenet-mnist 0.71 (8.2x floor) | resnet-mnist ...'."""
+    return "judges: " + " | ".join(f"{name} {s['fd']:.4g} ({s['fd_over_floor']:.2f}x floor)"
+                                   for name, s in summary.items())

@@ -1,0 +1,100 @@
+"""The shipped claims re-checked under every judge of the panel: paired FD ratios and gaps with their spreads, and
+the panel's verdict on each claim.
+
+    python bench/judges.py --sets runs/claims [--bootstrap 100] [--csv docs/judges-claims.csv]
+
+``--sets`` holds `kakusan sample` folders drawn on the same seeds (600,000 + i, class-cycled), made by:
+
+    S="--seed 600000 --no-progress"
+    kakusan sample mnist-s --ema 0.1 --n 5000 $S --out SETS/d-none                       # 4 NFE, the default
+    kakusan sample mnist-s --guide mnist-s-guide --guide-ema 0.25 --ema 0.1 --guidance 1.2 --n 5000 $S --out SETS/d-ag
+    kakusan sample mnist-s --guide uncond --guidance 1.2 --interval 1,100 --ema 0.1 --n 5000 $S --out SETS/d-cfg
+    AG2="--guide mnist-s-guide --guide-ema 0.25 --ema 0.1 --guidance 2 --interval 0,1"
+    kakusan sample mnist-s $AG2 --n 5000 $S --out SETS/d-ag2
+    kakusan sample mnist-s CFG_PANEL_BEST --n 5000 $S --out SETS/d-cfg2     # docs/quality.md, "The judge panel"
+    H="--sampler heun --nfe 35 --n 1000 $S"
+    kakusan sample mnist-s --ema 0.1 $H --out SETS/h-none
+    kakusan sample mnist-s --guide mnist-s-guide --guide-ema 0.25 --ema 0.1 --guidance 1.4 --interval 0.5,20 $H \
+        --out SETS/h-ag
+    kakusan sample mnist-s --guide uncond --guidance 1.4 --ema 0.1 $H --out SETS/h-cfg
+    kakusan sample mnist-s $AG2 $H --out SETS/h-ag2
+    kakusan sample mnist-s --guide mnist-xs-guide --guidance 1.5 --sampler heun --nfe 35 --n 500 $S --out SETS/teacher
+    kakusan sample mnist-s-1step --n 2000 $S --out SETS/student
+
+A claim "A beats B" is scored on the first n samples of both sets (the same seeds), FD against all 5,000 real digits
+with the spread that resamples the real digits too; it holds only if every judge puts A ahead by more than one paired
+spread. A claim whose set is missing is skipped. Last line: one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from kakusan.data import load_dataset, load_image_set
+from kakusan.metrics import compare_sets, load_panel
+from kakusan.utils import io
+
+# (what is claimed, A, B, n): "A beats B" on the first n samples of each
+CLAIMS = [
+    ("autoguidance (shipped until 0.3: w 1.2, every step) beats no guidance, 4 NFE", "d-ag", "d-none", 5000),
+    ("autoguidance (shipped until 0.3) beats CFG, 4 NFE", "d-ag", "d-cfg", 5000),
+    ("CFG (w 1.2, sigma in (1, 100]) beats no guidance, 4 NFE", "d-cfg", "d-none", 5000),
+    ("autoguidance (w 2, last step only: sigma <= 1) beats no guidance, 4 NFE", "d-ag2", "d-none", 5000),
+    ("autoguidance (w 2, sigma <= 1) beats CFG (w 1.2, (1, 100]), 4 NFE", "d-ag2", "d-cfg", 5000),
+    ("autoguidance (w 2, sigma <= 1) beats CFG at its panel best, 4 NFE", "d-ag2", "d-cfg2", 5000),
+    ("CFG at its panel best beats no guidance, 4 NFE", "d-cfg2", "d-none", 5000),
+    ("autoguidance (w 1.4, (0.5, 20]) beats no guidance, Heun 35", "h-ag", "h-none", 1000),
+    ("autoguidance (w 1.4, (0.5, 20]) beats CFG (w 1.4), Heun 35", "h-ag", "h-cfg", 1000),
+    ("CFG (w 1.4) beats no guidance, Heun 35", "h-cfg", "h-none", 1000),
+    ("autoguidance (w 2, sigma <= 1) beats no guidance, Heun 35", "h-ag2", "h-none", 1000),
+    ("autoguidance (w 2, sigma <= 1) beats CFG (w 1.4), Heun 35", "h-ag2", "h-cfg", 1000),
+    ("Heun 35 beats the 4-NFE optimised grid (unguided)", "h-none", "d-none", 1000),
+    ("the teacher (Heun 35) beats its one-step student", "teacher", "student", 500),
+]
+FIELDS = ("claim", "a", "b", "n", "judge", "fd_a", "fd_b", "ratio", "ratio_std", "gap", "gap_std", "z", "verdict")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", default="runs/claims", help="folder of the sample folders named in CLAIMS")
+    ap.add_argument("--bootstrap", type=int, default=100)
+    ap.add_argument("--spread", default="both", help="both (real digits resampled too) or samples")
+    ap.add_argument("--csv", help="write one row per claim and judge here")
+    args = ap.parse_args()
+
+    panel = load_panel()
+    data = load_dataset("mnist")
+    sets = Path(args.sets)
+    cache = {}
+    lines, summary = [], []
+    for claim, a, b, n in CLAIMS:
+        if not all((sets / s / "samples.npz").is_file() for s in (a, b)):
+            print(f"skipped (no samples): {claim}")
+            continue
+        for s in (a, b):
+            cache.setdefault(s, load_image_set(sets / s, 1))
+        chosen = {s: (cache[s][0][:n], cache[s][1][:n]) for s in (a, b)}
+        r = compare_sets(panel, chosen, data.images, real_labels=data.labels, bootstrap=args.bootstrap,
+                         reference="all", spread=args.spread)
+        p = r["pairs"][0]
+        print(f"\n{claim} (A = {a}, B = {b}, n = {r['n']}): {p['verdict']}")
+        print(f"  {'judge':20}{'FD A':>9}{'FD B':>9}{'A / B':>8}{'±':>7}{'B − A':>9}{'±':>8}{'z':>7}"
+              f"{'acc A':>7}{'acc B':>7}")
+        for row in p["rows"]:
+            acc = {s: next(x["class_acc"] for x in r["scores"][s] if x["judge"] == row["judge"]) for s in (a, b)}
+            accs = "".join(f"{acc[s]:7.3f}" if acc[s] is not None else f"{'-':>7}" for s in (a, b))
+            print(f"  {row['judge']:20}{row['fd_a']:9.4f}{row['fd_b']:9.4f}{row['ratio']:8.3f}{row['ratio_std']:7.3f}"
+                  f"{row['gap']:9.4f}{row['gap_std']:8.4f}{row['z']:7.2f}{accs}", flush=True)
+            lines.append({"claim": claim, "n": r["n"], **row, "verdict": p["verdict"]})
+        summary.append({"claim": claim, "a": a, "b": b, "n": r["n"], "verdict": p["verdict"],
+                        "ratio": {row["judge"]: [round(row["ratio"], 4), round(row["ratio_std"], 4)]
+                                  for row in p["rows"]},
+                        "z": {row["judge"]: round(row["z"], 2) for row in p["rows"]}})
+    if args.csv:
+        io.write_csv(FIELDS, [[line[k] for k in FIELDS] for line in lines], args.csv)
+    print(json.dumps({"spread": args.spread, "bootstrap": args.bootstrap, "reference": "all", "claims": summary}))
+
+
+if __name__ == "__main__":
+    main()

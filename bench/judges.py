@@ -32,7 +32,8 @@ import json
 from pathlib import Path
 
 from kakusan.data import load_dataset, load_image_set
-from kakusan.metrics import compare_sets, load_panel
+from kakusan.metrics import load_panel, verdict
+from kakusan.metrics.panel import pair_rows, panel_references, panel_scores
 from kakusan.utils import io
 
 # (what is claimed, A, B, n): "A beats B" on the first n samples of each
@@ -61,36 +62,49 @@ def main():
     ap.add_argument("--bootstrap", type=int, default=100)
     ap.add_argument("--spread", default="both", help="both (real digits resampled too) or samples")
     ap.add_argument("--csv", help="write one row per claim and judge here")
+    ap.add_argument("--markdown", help="write the claims table (FD ratio A / B ± paired spread per judge) here")
     args = ap.parse_args()
 
     panel = load_panel()
     data = load_dataset("mnist")
     sets = Path(args.sets)
-    cache = {}
+    present = [c for c in CLAIMS if all((sets / s / "samples.npz").is_file() for s in c[1:3])]
+    for claim in CLAIMS:
+        if claim not in present:
+            print(f"skipped (no samples): {claim[0]}")
+    images, scored = {}, {}  # each set read once; each (set, n) scored once under every judge
+    for n in sorted({c[3] for c in present}, reverse=True):
+        refs = panel_references(panel, data.images, n, 0, "all", data.labels, args.spread)
+        for name in sorted({s for c in present if c[3] == n for s in c[1:3]}):
+            x, y = images.setdefault(name, load_image_set(sets / name, 1))
+            scored[name, n] = panel_scores(panel, x[:n], data.images, y[:n], bootstrap=args.bootstrap, refs=refs,
+                                           keep=True)
+            print(f"scored {name} at n = {n}", flush=True)
     lines, summary = [], []
-    for claim, a, b, n in CLAIMS:
-        if not all((sets / s / "samples.npz").is_file() for s in (a, b)):
-            print(f"skipped (no samples): {claim}")
-            continue
-        for s in (a, b):
-            cache.setdefault(s, load_image_set(sets / s, 1))
-        chosen = {s: (cache[s][0][:n], cache[s][1][:n]) for s in (a, b)}
-        r = compare_sets(panel, chosen, data.images, real_labels=data.labels, bootstrap=args.bootstrap,
-                         reference="all", spread=args.spread)
-        p = r["pairs"][0]
-        print(f"\n{claim} (A = {a}, B = {b}, n = {r['n']}): {p['verdict']}")
+    for claim, a, b, n in present:
+        rows = pair_rows({a: scored[a, n], b: scored[b, n]}, a, b)
+        decided = verdict({row["judge"]: row["z"] for row in rows})
+        print(f"\n{claim} (A = {a}, B = {b}, n = {n}): {decided}")
         print(f"  {'judge':20}{'FD A':>9}{'FD B':>9}{'A / B':>8}{'±':>7}{'B − A':>9}{'±':>8}{'z':>7}"
               f"{'acc A':>7}{'acc B':>7}")
-        for row in p["rows"]:
-            acc = {s: next(x["class_acc"] for x in r["scores"][s] if x["judge"] == row["judge"]) for s in (a, b)}
+        for row in rows:
+            acc = {s: next(x["class_acc"] for x in scored[s, n] if x["judge"] == row["judge"]) for s in (a, b)}
             accs = "".join(f"{acc[s]:7.3f}" if acc[s] is not None else f"{'-':>7}" for s in (a, b))
             print(f"  {row['judge']:20}{row['fd_a']:9.4f}{row['fd_b']:9.4f}{row['ratio']:8.3f}{row['ratio_std']:7.3f}"
                   f"{row['gap']:9.4f}{row['gap_std']:8.4f}{row['z']:7.2f}{accs}", flush=True)
-            lines.append({"claim": claim, "n": r["n"], **row, "verdict": p["verdict"]})
-        summary.append({"claim": claim, "a": a, "b": b, "n": r["n"], "verdict": p["verdict"],
+            lines.append({"claim": claim, "n": n, **row, "verdict": decided})
+        summary.append({"claim": claim, "a": a, "b": b, "n": n, "verdict": decided,
                         "ratio": {row["judge"]: [round(row["ratio"], 4), round(row["ratio_std"], 4)]
-                                  for row in p["rows"]},
-                        "z": {row["judge"]: round(row["z"], 2) for row in p["rows"]}})
+                                  for row in rows},
+                        "z": {row["judge"]: round(row["z"], 2) for row in rows}})
+    if args.markdown:
+        judges = [j.name for j in panel]
+        table = ["| claim: A beats B | n | " + " | ".join(f"`{j}`" for j in judges) + " | verdict |",
+                 "|---|---|" + "---|" * len(judges) + "---|"]
+        for c in summary:
+            cells = [f"{c['ratio'][j][0]:.2f} ± {c['ratio'][j][1]:.2f}" for j in judges]
+            table.append(f"| {c['claim']} | {c['n']:,} | " + " | ".join(cells) + f" | **{c['verdict']}** |")
+        io.write_text("\n".join(table) + "\n", args.markdown)
     if args.csv:
         io.write_csv(FIELDS, [[line[k] for k in FIELDS] for line in lines], args.csv)
     print(json.dumps({"spread": args.spread, "bootstrap": args.bootstrap, "reference": "all", "claims": summary}))

@@ -84,11 +84,11 @@ RECIPES = {
     "featurenet-mnist": dict(class_name="FeatureNet", kind="classifier", task="classify", seed=0, epochs=30,
                              about="the evaluation network since kakusan 0.1: conv-conv-pool x3 with BatchNorm, "
                                    "trained with affine augmentation; features: its 128-d penultimate layer"),
-    "resnet-mnist": dict(class_name="ResNetJudge", kind="classifier", task="classify", seed=2, epochs=20,
+    "resnet-mnist": dict(class_name="ResNetJudge", kind="classifier", task="classify", seed=2, epochs=20, half=True,
                          about="a digit classifier of another design than featurenet-mnist (residual, GroupNorm, "
                                "strided), another split and seed; features: the pooled 96-d vector before its head"),
     "autoencoder-mnist": dict(class_name="AutoencoderJudge", kind="autoencoder", task="reconstruct", seed=3,
-                              epochs=30, lr=1e-3,
+                              epochs=30, lr=1e-3, half=True,
                               about="a convolutional autoencoder never trained to classify; features: its 64-d code"),
     "random-cnn": dict(class_name="RandomConvJudge", kind="random", seed=0,
                        about="three random (seeded Kaiming) ReLU convolutions, never trained, pooled to 2x2: a "
@@ -96,6 +96,13 @@ RECIPES = {
     "pixels": dict(class_name="PixelJudge", kind="pixels",
                    about="the pixels average-pooled to 16x16: the crudest floor"),
 }
+
+
+def _store_half(path: Path) -> None:
+    """Rewrite a trained judge's weights in float16 (the zoo's size budget, issue 13): it is loaded back into
+    float32 modules, so only the stored weights are rounded (relative 5e-4), never the arithmetic."""
+    tensors = io.load_tensors(path)
+    io.save_tensors({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, path)
 
 
 def train_judge(name: str, out: str | Path, *, epochs: int | None = None, progress: bool = True) -> dict:
@@ -116,6 +123,9 @@ def train_judge(name: str, out: str | Path, *, epochs: int | None = None, progre
                                 task=recipe["task"], lr=recipe.get("lr", 2e-3), progress=progress,
                                 command=f"kakusan metrics train-judge {name} --out {out} --epochs {epochs}")
         card = head | card
+        if recipe.get("half"):
+            _store_half(out / JUDGE_WEIGHTS)
+            card["weights_dtype"] = "float16"
     else:
         net = cls(**({"seed": recipe["seed"]} if "seed" in recipe else {}))
         card = head | {"command": f"kakusan metrics train-judge {name} --out {out}", "trained": False}

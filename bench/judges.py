@@ -11,14 +11,14 @@ the panel's verdict on each claim.
     kakusan sample mnist-s --guide uncond --guidance 1.2 --interval 1,100 --ema 0.1 --n 5000 $S --out SETS/d-cfg
     AG2="--guide mnist-s-guide --guide-ema 0.25 --ema 0.1 --guidance 2 --interval 0,1"
     kakusan sample mnist-s $AG2 --n 5000 $S --out SETS/d-ag2
-    kakusan sample mnist-s CFG_PANEL_BEST --n 5000 $S --out SETS/d-cfg2     # docs/quality.md, "The judge panel"
-    H="--sampler heun --nfe 35 --n 1000 $S"
+    kakusan sample mnist-s --guide uncond --guidance 1.2 --interval 0,3 --ema 0.1 --n 5000 $S --out SETS/d-cfg2
+    H="--sampler heun --nfe 35 --n 5000 $S"
     kakusan sample mnist-s --ema 0.1 $H --out SETS/h-none
     kakusan sample mnist-s --guide mnist-s-guide --guide-ema 0.25 --ema 0.1 --guidance 1.4 --interval 0.5,20 $H \
         --out SETS/h-ag
     kakusan sample mnist-s --guide uncond --guidance 1.4 --ema 0.1 $H --out SETS/h-cfg
     kakusan sample mnist-s $AG2 $H --out SETS/h-ag2
-    kakusan sample mnist-s --guide mnist-xs-guide --guidance 1.5 --sampler heun --nfe 35 --n 500 $S --out SETS/teacher
+    kakusan sample mnist-s --guide mnist-xs-guide --guidance 1.5 --sampler heun --nfe 35 --n 1000 $S --out SETS/teacher
     kakusan sample mnist-s-1step --n 2000 $S --out SETS/student
 
 A claim "A beats B" is scored on the first n samples of both sets (the same seeds), FD against all 5,000 real digits
@@ -38,20 +38,21 @@ from kakusan.utils import io
 
 # (what is claimed, A, B, n): "A beats B" on the first n samples of each
 CLAIMS = [
-    ("autoguidance (shipped until 0.3: w 1.2, every step) beats no guidance, 4 NFE", "d-ag", "d-none", 5000),
-    ("autoguidance (shipped until 0.3) beats CFG, 4 NFE", "d-ag", "d-cfg", 5000),
+    ("autoguidance (w 1.2, every step: guidance.json at 1aa5df3) beats no guidance, 4 NFE", "d-ag", "d-none", 5000),
+    ("autoguidance (w 1.2, every step) beats CFG (w 1.2, (1, 100]), 4 NFE", "d-ag", "d-cfg", 5000),
     ("CFG (w 1.2, sigma in (1, 100]) beats no guidance, 4 NFE", "d-cfg", "d-none", 5000),
     ("autoguidance (w 2, last step only: sigma <= 1) beats no guidance, 4 NFE", "d-ag2", "d-none", 5000),
     ("autoguidance (w 2, sigma <= 1) beats CFG (w 1.2, (1, 100]), 4 NFE", "d-ag2", "d-cfg", 5000),
-    ("autoguidance (w 2, sigma <= 1) beats CFG at its panel best, 4 NFE", "d-ag2", "d-cfg2", 5000),
-    ("CFG at its panel best beats no guidance, 4 NFE", "d-cfg2", "d-none", 5000),
-    ("autoguidance (w 1.4, (0.5, 20]) beats no guidance, Heun 35", "h-ag", "h-none", 1000),
-    ("autoguidance (w 1.4, (0.5, 20]) beats CFG (w 1.4), Heun 35", "h-ag", "h-cfg", 1000),
-    ("CFG (w 1.4) beats no guidance, Heun 35", "h-cfg", "h-none", 1000),
-    ("autoguidance (w 2, sigma <= 1) beats no guidance, Heun 35", "h-ag2", "h-none", 1000),
-    ("autoguidance (w 2, sigma <= 1) beats CFG (w 1.4), Heun 35", "h-ag2", "h-cfg", 1000),
-    ("Heun 35 beats the 4-NFE optimised grid (unguided)", "h-none", "d-none", 1000),
-    ("the teacher (Heun 35) beats its one-step student", "teacher", "student", 500),
+    ("autoguidance (w 2, sigma <= 1) beats CFG at its panel best (w 1.2, sigma <= 3), 4 NFE", "d-ag2", "d-cfg2", 5000),
+    ("CFG at its panel best (w 1.2, sigma <= 3) beats no guidance, 4 NFE", "d-cfg2", "d-none", 5000),
+    ("autoguidance (w 1.4, (0.5, 20]) beats no guidance, Heun 35", "h-ag", "h-none", 5000),
+    ("autoguidance (w 1.4, (0.5, 20]) beats CFG (w 1.4), Heun 35", "h-ag", "h-cfg", 5000),
+    ("CFG (w 1.4) beats no guidance, Heun 35", "h-cfg", "h-none", 5000),
+    ("autoguidance (w 2, sigma <= 1) beats no guidance, Heun 35", "h-ag2", "h-none", 5000),
+    ("autoguidance (w 2, sigma <= 1) beats CFG (w 1.4), Heun 35", "h-ag2", "h-cfg", 5000),
+    ("the shipped 4-NFE sampler (DPM-Solver++(3M), optimised grid) beats Heun 35 (unguided)", "d-none", "h-none",
+     5000),
+    ("the teacher (w 1.5, Heun 35) beats its one-step student mnist-s-1step", "teacher", "student", 1000),
 ]
 FIELDS = ("claim", "a", "b", "n", "judge", "fd_a", "fd_b", "ratio", "ratio_std", "gap", "gap_std", "z", "verdict")
 

@@ -8,7 +8,8 @@ For each judge and set (against all 5,000 real digits):
   covariance term apart, and the spread ratio tr S_f / tr S_r (below 1: the samples vary less than real digits);
 * the within-class FD: samples drawn for class c against the real digits of class c, averaged over c — a judge that
   only sees which digit it is gives little here, one that sees how it is drawn gives much;
-* ink: the share of pixels above 0 and the mean stroke intensity (thicker strokes show as more ink);
+* ink: the share of pixels above 0, the mean stroke intensity (thicker strokes show as more ink) and the share of
+  grey pixels (-0.9 < x < 0.5: soft, washed-out stroke edges show as more grey);
 * the per-class mean image of each set minus that of the real digits (``--means``, a labelled figure), and its
   squared size per class: guidance sharpens each class's mean image where pose and size stay the same;
 * per sample, its distance to the nearest real digit in the judge's space over the median real-to-real distance:
@@ -50,7 +51,8 @@ def nn_distance(queries: torch.Tensor, support: torch.Tensor, skip_self: bool = 
 def ink(images: torch.Tensor) -> dict:
     on = images > 0
     return {"ink_share": float(on.float().mean()),
-            "stroke_intensity": float(((images + 1) / 2)[on].mean()) if on.any() else 0.0}
+            "stroke_intensity": float(((images + 1) / 2)[on].mean()) if on.any() else 0.0,
+            "grey_share": float(((images > -0.9) & (images < 0.5)).float().mean())}
 
 
 def class_means(real, real_labels, sets, figure) -> dict[str, list[float]]:
@@ -97,9 +99,11 @@ def main():
     sets = {name: load_image_set(Path(args.sets) / name, 1) for name in args.names.split(",")}
     sets = {k: (x[:args.n], y[:args.n]) for k, (x, y) in sets.items()}
     result = {"real": ink(real), "sets": {k: ink(x) for k, (x, _) in sets.items()}, "judges": {}}
-    print("ink (share of pixels above 0 / mean stroke intensity): real "
-          f"{result['real']['ink_share']:.4f} / {result['real']['stroke_intensity']:.3f}; "
-          + "; ".join(f"{k} {v['ink_share']:.4f} / {v['stroke_intensity']:.3f}" for k, v in result["sets"].items()))
+    print("ink (share of pixels above 0 / mean stroke intensity / share of grey pixels): real "
+          f"{result['real']['ink_share']:.4f} / {result['real']['stroke_intensity']:.3f} / "
+          f"{result['real']['grey_share']:.4f}; "
+          + "; ".join(f"{k} {v['ink_share']:.4f} / {v['stroke_intensity']:.3f} / {v['grey_share']:.4f}"
+                      for k, v in result["sets"].items()))
     result["class_mean_shift"] = class_means(real, real_labels, sets, args.means)
     print("per-class mean image minus the real digits', squared size (sum over classes): "
           + "; ".join(f"{k} {sum(v):.2f}" for k, v in result["class_mean_shift"].items()))

@@ -14,6 +14,7 @@ from kakusan.data import load_dataset, mnist_split
 from kakusan.metrics import PANEL, compare_sets, load_judge, load_panel, panel_scores, verdict
 from kakusan.metrics.panel import canonical_correlations
 from kakusan.metrics.scores import extract
+from kakusan.utils import io
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,11 @@ def test_train_judge_writes_a_loadable_judge_with_its_card(tmp_path):
     assert card["kind"] == "autoencoder" and card["split"].startswith("mnist_split(seed=3)")
     j = load_judge(tmp_path / "ae")
     assert j.name == "ae" and extract(j.net, torch.zeros(3, 1, 32, 32))[0].shape == (3, 64)
+    # stored in float16 (the zoo's size budget), computed in float32
+    stored = io.load_tensors(tmp_path / "ae" / card["weights"])
+    assert card["weights_dtype"] == "float16" and all(t.dtype == torch.float16 for t in stored.values())
+    assert all(p.dtype == torch.float32 for p in j.net.parameters())
+    assert all(torch.equal(p, stored[k].float()) for k, p in j.net.state_dict().items())
     with pytest.raises(KakusanError, match="already holds a judge"):
         train_judge("autoencoder-mnist", tmp_path / "ae", epochs=1, progress=False)
 

@@ -23,7 +23,8 @@ the panel's verdict on each claim.
 
 A claim "A beats B" is scored on the first n samples of both sets (the same seeds), FD against all 5,000 real digits
 with the spread that resamples the real digits too; it holds only if every judge puts A ahead by more than one paired
-spread. A claim whose set is missing is skipped. Last line: one JSON object.
+spread. Each set is also given its FD over each judge's real-vs-real floor at its n and the panel's mean of those.
+A claim whose set is missing is skipped. Last line: one JSON object.
 """
 from __future__ import annotations
 
@@ -73,14 +74,18 @@ def main():
     for claim in CLAIMS:
         if claim not in present:
             print(f"skipped (no samples): {claim[0]}")
-    images, scored = {}, {}  # each set read once; each (set, n) scored once under every judge
+    images, scored, floors = {}, {}, {}  # each set read once; each (set, n) scored once under every judge
     for n in sorted({c[3] for c in present}, reverse=True):
         refs = panel_references(panel, data.images, n, 0, "all", data.labels, args.spread)
+        floors[n] = {j.name: refs[j.name]["floor"]["fd"] for j in panel}
+        print(f"floors at n = {n}: " + ", ".join(f"{j} {f:.4f}" for j, f in floors[n].items()))
         for name in sorted({s for c in present if c[3] == n for s in c[1:3]}):
             x, y = images.setdefault(name, load_image_set(sets / name, 1))
             scored[name, n] = panel_scores(panel, x[:n], data.images, y[:n], bootstrap=args.bootstrap, refs=refs,
                                            keep=True)
-            print(f"scored {name} at n = {n}", flush=True)
+            over = {row["judge"]: row["fd"] / floors[n][row["judge"]] for row in scored[name, n]}
+            print(f"scored {name} at n = {n}: FD / floor " + ", ".join(f"{j} {v:.2f}" for j, v in over.items())
+                  + f"; panel mean {sum(over.values()) / len(over):.3f}", flush=True)
     lines, summary = [], []
     for claim, a, b, n in present:
         rows = pair_rows({a: scored[a, n], b: scored[b, n]}, a, b)
@@ -108,7 +113,11 @@ def main():
         io.write_text("\n".join(table) + "\n", args.markdown)
     if args.csv:
         io.write_csv(FIELDS, [[line[k] for k in FIELDS] for line in lines], args.csv)
-    print(json.dumps({"spread": args.spread, "bootstrap": args.bootstrap, "reference": "all", "claims": summary}))
+    panel_mean = {f"{name}@{n}": round(sum(row["fd"] / floors[n][row["judge"]] for row in rows) / len(rows), 4)
+                  for (name, n), rows in scored.items()}
+    print(json.dumps({"spread": args.spread, "bootstrap": args.bootstrap, "reference": "all",
+                      "floors": {str(n): f for n, f in floors.items()}, "panel_mean_fd_over_floor": panel_mean,
+                      "claims": summary}))
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def main():
             x, y = images.setdefault(name, load_image_set(sets / name, 1))
             scored[name, n] = panel_scores(panel, x[:n], data.images, y[:n], bootstrap=args.bootstrap, refs=refs,
                                            keep=True)
-            over = {row["judge"]: row["fd"] / floors[n][row["judge"]] for row in scored[name, n]}
+            over = {row["judge"]: row["fd_over_floor"] for row in scored[name, n]}
             print(f"scored {name} at n = {n}: FD / floor " + ", ".join(f"{j} {v:.2f}" for j, v in over.items())
                   + f"; panel mean {sum(over.values()) / len(over):.3f}", flush=True)
     lines, summary = [], []
@@ -113,7 +113,7 @@ def main():
         io.write_text("\n".join(table) + "\n", args.markdown)
     if args.csv:
         io.write_csv(FIELDS, [[line[k] for k in FIELDS] for line in lines], args.csv)
-    panel_mean = {f"{name}@{n}": round(sum(row["fd"] / floors[n][row["judge"]] for row in rows) / len(rows), 4)
+    panel_mean = {f"{name}@{n}": round(sum(row["fd_over_floor"] for row in rows) / len(rows), 4)
                   for (name, n), rows in scored.items()}
     print(json.dumps({"spread": args.spread, "bootstrap": args.bootstrap, "reference": "all",
                       "floors": {str(n): f for n, f in floors.items()}, "panel_mean_fd_over_floor": panel_mean,

@@ -180,13 +180,13 @@ def test_sample_autoguidance_uses_the_models_tuned_guidance(tmp_path):
 
 
 def test_paired_summary_ratios_and_gaps_use_the_paired_resamplings():
-    from kakusan.guidance.sweep import paired_summary
+    from kakusan.guidance.sweep_rows import Row, paired_summary
 
     noise = torch.linspace(-1, 1, 50)
 
-    def row(w, fd, wobble):
-        return {"w": w, "fd": fd, "fd_std": float((fd + wobble * noise).std()), "fd_boot": fd + wobble * noise}
-    rows = {"s": {"ag": [row(1, 2.0, 0.5), row(1.5, 1.0, 0.25)], "cfg": [row(1, 2.0, 0.5), row(1.5, 1.6, 0.5)]}}
+    def row(name, w, fd, wobble):
+        return Row("s", name, w, fd, float((fd + wobble * noise).std()), 0.0, 0.0, 0.0, 0.0, fd + wobble * noise)
+    rows = [row("ag", 1, 2.0, 0.5), row("ag", 1.5, 1.0, 0.25), row("cfg", 1, 2.0, 0.5), row("cfg", 1.5, 1.6, 0.5)]
     p = paired_summary(rows)["s"]
     assert p["ag"]["leader"] == "ag" and p["ag"]["gap_to_leader"] == 0 and p["ag"]["gap_std"] == 0
     assert p["ag"]["ratio_to_unguided"] == 0.5 and p["ag"]["w"] == 1.5
@@ -290,6 +290,7 @@ def test_a_killed_guidance_sweep_resumes_and_ends_as_an_uninterrupted_one(tmp_pa
     overwritten, and a resume with other arguments is refused."""
     from typer.testing import CliRunner
 
+    import kakusan.sampling
     from kakusan import KakusanError
     from kakusan.cli import app
     from kakusan.guidance import sweep as sw
@@ -302,7 +303,7 @@ def test_a_killed_guidance_sweep_resumes_and_ends_as_an_uninterrupted_one(tmp_pa
                                  bootstrap=10, progress=False, **kw)
 
     run("whole")
-    real, calls = sw.generate, []
+    real, calls = kakusan.sampling.generate, []  # the sweep samples by its producer
 
     def killed_after_four(*a, **kw):
         calls.append(len(a[1]))
@@ -310,7 +311,7 @@ def test_a_killed_guidance_sweep_resumes_and_ends_as_an_uninterrupted_one(tmp_pa
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(sw, "generate", killed_after_four)
+    monkeypatch.setattr(kakusan.sampling, "generate", killed_after_four)
     with pytest.raises(KeyboardInterrupt):
         run("cut")
     assert not (tmp_path / "cut" / "sweep.csv").exists()
@@ -320,7 +321,7 @@ def test_a_killed_guidance_sweep_resumes_and_ends_as_an_uninterrupted_one(tmp_pa
     with pytest.raises(KakusanError, match="started with other seed"):
         run("cut", resume=True, seed=1)
     calls.clear()
-    monkeypatch.setattr(sw, "generate", lambda *a, **kw: calls.append(len(a[1])) or real(*a, **kw))
+    monkeypatch.setattr(kakusan.sampling, "generate", lambda *a, **kw: calls.append(len(a[1])) or real(*a, **kw))
     run("cut", resume=True)
     assert calls == [8, 4]  # the second row's last two parts only
     assert not (tmp_path / "cut" / sw.PARTS).exists()

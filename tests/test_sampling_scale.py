@@ -104,3 +104,17 @@ def test_two_processes_write_the_same_bytes_as_one(model, tmp_path):
     a, b = _npz(tmp_path / "one"), _npz(tmp_path / "s")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 10
+
+
+def test_the_producer_alone_makes_the_folders_images(model, whole):
+    """Producing is apart from writing: the plan's producer yields, chunk by chunk and in any order, exactly the
+    images sample_to_folder writes (clamped, one per seed)."""
+    from kakusan.sampling import plan_samples
+
+    plan = plan_samples(model, chunk=4, **{k: v for k, v in OPTS.items() if k != "progress"})
+    assert len(plan.producer) == 3 and plan.settings["chunk"] == 4 and plan.nrow == 3
+    batches = sorted(plan.producer.batches([2, 0, 1]), key=lambda b: b.index)
+    assert [s for b in batches for s in b.seeds] == list(range(10))
+    images = np.concatenate([b.images.numpy() for b in batches])
+    assert np.array_equal(images, _npz(whole)["images"])
+    assert np.array_equal(plan.arrays["labels"], _npz(whole)["labels"])

@@ -1,7 +1,6 @@
 """Built-in data sets and the image-folder loader."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -9,48 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import KakusanError
+from .imageset import ImageDataset
+from .scenes import make_scenes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-
-
-@dataclass
-class ImageDataset:
-    name: str
-    images: torch.Tensor  # (N, C, H, W) float32 in [-1, 1]
-    labels: torch.Tensor | None = None  # (N,) int64
-    class_names: list[str] = field(default_factory=list)
-    tokens: torch.Tensor | None = None  # (N, L) int64: a token sentence per image (its condition), if not its label
-    segments: torch.Tensor | None = None  # (N, H, W) uint8: ground-truth segment ids, where a data set knows them
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def image_size(self) -> int:
-        return self.images.shape[-1]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-NULL_TOKEN, BOS_TOKEN = 0, 1
-TOKENS_PER_LABEL = 2  # the length of a label's sentence; a null sentence has the same length
-
-
-def token_vocab_size(num_classes: int) -> int:
-    """Ids of :func:`tokens_for_labels`: null, <bos> and one word per class."""
-    return num_classes + 2
-
-
-def tokens_for_labels(labels: torch.Tensor) -> torch.Tensor:
-    """Token ids for class labels: the two-token "sentence" [<bos>, <class word>]. Id 0 is the null token,
-    1 is <bos>, 2 + k is the word of class k (vocabulary size :func:`token_vocab_size`)."""
-    return torch.stack([torch.full_like(labels, BOS_TOKEN), labels + 2], dim=1)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -103,8 +64,6 @@ def _mnist_part(part: int):
 
 def _scenes(part: int, n: int):
     def load(image_size: int = 32) -> ImageDataset:
-        from .scenes import make_scenes
-
         ds = make_scenes(_mnist_part(part)(), n, seed=part, canvas=image_size)
         ds.name = ("digit-scenes", "digit-scenes-heldout")[part]
         return ds
@@ -117,7 +76,7 @@ BUILTIN = {"mnist": load_mnist, "mnist-train": _mnist_part(0), "mnist-heldout": 
            "digits": load_digits, "digit-scenes": _scenes(0, 10_000), "digit-scenes-heldout": _scenes(1, 1_000)}
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
+def read_image_file(path: Path, channels: int) -> np.ndarray:
     """(C, H, W) float32 in [0, 255] of any image PIL reads: 16-bit and 32-bit grey scaled down (not clipped), palette
     and CMYK converted, alpha dropped, the first frame of an animation; a corrupt file or a decompression bomb (PIL's
     pixel limit) is an error naming the file."""
@@ -143,7 +102,7 @@ def _read_image(path: Path, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def _center_square(x: torch.Tensor, size: int) -> torch.Tensor:
+def center_square(x: torch.Tensor, size: int) -> torch.Tensor:
     """Resize the shorter side to ``size`` and crop the centre square."""
     h, w = x.shape[-2:]
     scale = size / min(h, w)
@@ -170,9 +129,9 @@ def load_folder(root: str | Path, image_size: int | None = None, channels: int =
     class_names = sorted({p.relative_to(root).parts[0] for p in files}) if in_subfolders else []
     images, first = [], None
     for p in files:
-        arr = torch.from_numpy(_read_image(p, channels) / 127.5 - 1)
+        arr = torch.from_numpy(read_image_file(p, channels) / 127.5 - 1)
         if image_size:
-            arr = _center_square(arr, image_size)
+            arr = center_square(arr, image_size)
         elif first is None:
             first = (p, arr.shape)
         elif arr.shape != first[1]:

@@ -5,7 +5,7 @@ Scene i of ``(pool, seed)``: k ~ U{2, 3, 4} of the four cells of a 2 x 2 grid ov
 (reading order) one digit of the pool, cropped to MNIST's 20 x 20 box, resized to a random side in [1/3, 11/24] of
 the canvas and placed at a random offset inside its cell, so digits never overlap; background -1. Ground truth:
 segment 0 is the background, segment j (1..k) the strokes (value > 0) of the j-th digit. Condition: the sentence
-``[<bos>, word(d_1), ..., word(d_k)]`` padded with the null token to 1 + 4 tokens (ids as :func:`tokens_for_labels`).
+``[<bos>, word(d_1), ..., word(d_k)]`` padded with the null token to 1 + 4 tokens (:mod:`kakusan.data.tokens`).
 Scenes come from one generator in order, so scene i is the same whatever the number of scenes asked for.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .datasets import BOS_TOKEN, ImageDataset
+from .imageset import ImageDataset
+from .tokens import sentence_classes, sentence_ids
 
 MAX_DIGITS = 4
 SCENE_TOKENS = 1 + MAX_DIGITS
@@ -30,7 +31,6 @@ def make_scenes(pool: ImageDataset, n: int, seed: int, canvas: int = DEFAULT_CAN
     images = torch.full((n, 1, canvas, canvas), -1.0)
     segments = torch.zeros((n, canvas, canvas), dtype=torch.uint8)
     tokens = torch.zeros((n, SCENE_TOKENS), dtype=torch.long)
-    tokens[:, 0] = BOS_TOKEN
     for i in range(n):
         k = int(torch.randint(2, MAX_DIGITS + 1, (1,), generator=g))
         cells = torch.randperm(4, generator=g)[:k].sort().values.tolist()
@@ -43,11 +43,11 @@ def make_scenes(pool: ImageDataset, n: int, seed: int, canvas: int = DEFAULT_CAN
             left = (c % 2) * cell + int(torch.randint(0, cell - s + 1, (1,), generator=g))
             images[i, :, top:top + s, left:left + s] = digit
             segments[i, top:top + s, left:left + s][digit[0] > 0] = j + 1
-            tokens[i, j + 1] = int(pool.labels[p]) + 2
+        tokens[i] = torch.tensor(sentence_ids([int(pool.labels[p]) for p in picks], SCENE_TOKENS))
     return ImageDataset(f"digit-scenes-{canvas}", images, None, [str(k) for k in range(10)], tokens=tokens,
                         segments=segments)
 
 
 def scene_words(tokens: torch.Tensor) -> list[str]:
     """The digits a scene's sentence names, e.g. ``['3', '7']``."""
-    return [str(int(t) - 2) for t in tokens.tolist() if t >= 2]
+    return [str(c) for c in sentence_classes(tokens)]

@@ -22,7 +22,8 @@ from ..data import load_dataset
 from ..metrics import load_featurenet
 from ..metrics.scores import reference_sets, score_features
 from ..utils import io
-from .sweep import CSV_FIELDS, PARTS, best_rows, paired_summary, plot_sweep, save_rows, write_table
+from .sweep import PARTS
+from .sweep_rows import CSV_FIELDS, Row, plot_sweep, save_rows, summarize, write_table
 
 
 def read_run(run: str | Path) -> tuple[list[dict], dict[str, torch.Tensor], dict]:
@@ -95,26 +96,20 @@ def rescore(runs: list[str | Path], out: str | Path, *, reference: str = "all", 
     n, seed = sum(k for _, k in ranges), ranges[0][0]
     data = load_dataset("mnist")
     ref = reference_sets(load_featurenet(), data.images, n, seed, reference, data.labels, spread)
-    rows: dict[str, dict[str, list]] = {}
-    lines_out = []
+    rows, lines_out = [], []
     jobs = [(r, line) for r, (lines, _, _) in loaded.items() for line in lines]
     for run, line in tqdm(jobs, desc="rescoring", disable=not progress):
         s = score_features(ref, loaded[run][1][row_key(line)], seed, bootstrap)
         name = line["setting"] if len(pools) == 1 else f"{run}/{line['setting']}"
-        row = {"w": float(line["w"]), "fd": s["fd"], "fd_std": s["fd_std"], "precision": s["precision"],
-               "recall": s["recall"], "class_acc": float(line["class_acc"]), "floor_fd": s["floor"]["fd"],
-               "fd_boot": s["fd_boot"]}
-        rows.setdefault(line["sampling"], {}).setdefault(name, []).append(row)
-        lines_out.append({**line, "setting": name, **{k: f"{row[k]:.6g}" for k in ("fd", "fd_std", "precision",
-                                                                                  "recall", "floor_fd")}})
-    out.mkdir(parents=True, exist_ok=True)
+        rows.append(Row(line["sampling"], name, float(line["w"]), s["fd"], s["fd_std"], s["precision"], s["recall"],
+                        float(line["class_acc"]), s["floor"]["fd"], s["fd_boot"]))
+        lines_out.append({**line, "setting": name, **{k: f"{getattr(rows[-1], k):.6g}"
+                                                      for k in ("fd", "fd_std", "precision", "recall", "floor_fd")}})
     write_table(out / "sweep.csv", [[line[k] for k in CSV_FIELDS] for line in lines_out])
     save_rows(rows, "fd_boot", out / "bootstrap.safetensors")
-    io.write_json({"runs": [str(r) for r in runs], "n": n, "seed": seed, "seed_ranges": [list(r) for r in ranges], "reference": reference,
-                   "bootstrap": bootstrap, "spread": ref["spread"],
+    io.write_json({"runs": [str(r) for r in runs], "n": n, "seed": seed, "seed_ranges": [list(r) for r in ranges],
+                   "reference": reference, "bootstrap": bootstrap, "spread": ref["spread"],
                    "floor": {"fd": ref["floor"]["fd"], "n": ref["floor"]["n"]}},
                   out / "sweep.json")
     plot_sweep(rows, out / "sweep.png", n, reference)
-    best = best_rows(rows)
-    return {"rows": rows, "best": best, "paired": paired_summary(rows, best), "n": n, "csv": str(out / "sweep.csv"),
-            "plot": str(out / "sweep.png")}
+    return {**summarize(rows), "n": n, "csv": str(out / "sweep.csv"), "plot": str(out / "sweep.png")}

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .. import KakusanError
-from ..data.datasets import _center_square, _read_image
+from ..data import center_square, read_image_file
 from ..sampling import sentence
 from ..utils import io
 from ..utils.images import save_array_png
@@ -47,8 +47,8 @@ def read_image(path: Path, side: int, channels: int) -> torch.Tensor:
     """(C, side, side) in [-1, 1]: shorter side resized to ``side``, centre-cropped."""
     if not path.is_file():
         raise KakusanError(f"no such image: {path}")
-    x = torch.from_numpy(_read_image(path, channels) / 127.5 - 1).float()
-    return _center_square(x, side).clamp(-1, 1)
+    x = torch.from_numpy(read_image_file(path, channels) / 127.5 - 1).float()
+    return center_square(x, side).clamp(-1, 1)
 
 
 def overlay_figure(image: torch.Tensor, result: dict, path: Path, title: str = "") -> None:

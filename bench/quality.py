@@ -31,13 +31,15 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--ema", default="auto")
     ap.add_argument("--settings", default=",".join(SETTINGS))
+    ap.add_argument("--precision", default="fp32", help="fp32 | bf16 | auto (this bench's figures are fp32's)")
     args = ap.parse_args()
 
     model = Denoiser.from_pretrained(model_folder(args.model), ema=args.ema)
+    precision = model.set_precision(args.precision)
     net, judges = load_featurenet(), load_panel()
     real = load_dataset("mnist").images
     labels = torch.arange(args.n) % 10
-    result = {"model": args.model, "weights": model.info.get("weights"), "n": args.n,
+    result = {"model": args.model, "weights": model.info.get("weights"), "n": args.n, "precision": precision,
               "featurenet_acc": io.read_json(SHIPPED / "card.json")["held_out_accuracy"]}
     for name in args.settings.split(","):
         sampler, steps = SETTINGS[name]

@@ -1,6 +1,6 @@
 """Training and sampling throughput of kakusan against a plain PyTorch/diffusers loop, measured side by side.
 
-    python bench/throughput.py [--preset s] [--batch 64] [--rounds 3] [--steps 8] [--only train|sampling]
+    python bench/throughput.py [--preset s] [--batch 64] [--rounds 3] [--steps 8] [--only train|sampling|precision]
 
 Training: img/s of the kakusan trainer and of a plain reference loop (the same diffusers UNet2DModel config, fp32,
 AdamW, same batch, no tricks), their ratio, sampling img/s (Heun, 35 NFE), and achieved GFLOP/s next to this machine's
@@ -8,7 +8,11 @@ measured matmul peak. Rounds alternate the two loops so machine noise hits both 
 
 Sampling (the shipped mnist-s): network calls per second against the batch size (1 ... 256), and at batch 64 what
 ``torch.inference_mode`` (instead of ``no_grad``), channels-last memory and ``torch.compile`` buy, each as a ratio to
-the plain setting measured alternately in the same run. Last line: one JSON object.
+the plain setting measured alternately in the same run.
+
+Precision: the trainer's img/s and the sampler's image-calls/s (mnist-s, batch 64) in fp32 and under bf16 autocast,
+alternating rounds, as ratios, beside the CPU's name, whether it has AMX-BF16, and what ``--precision auto`` picks
+on it. Last line: one JSON object.
 """
 from __future__ import annotations
 
@@ -22,9 +26,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kakusan.data import load_dataset
-from kakusan.diffusion.generate import generate
+from kakusan.diffusion.generation import generate
 from kakusan.diffusion.training import Trainer
-from kakusan.train import TrainConfig
+from kakusan.diffusion.training import TrainConfig
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
@@ -128,6 +132,40 @@ def sampling_bench(rounds: int) -> dict:
             "compile_warmup_s": round(compile_seconds, 1)}
 
 
+def precision_bench(preset: str, batch: int, steps: int, rounds: int) -> dict:
+    """fp32 against bf16 autocast, training and sampling, measured alternately in this run."""
+    from kakusan.diffusion import Denoiser
+    from kakusan.models import model_folder
+    from kakusan.utils.precision import cpu_has_amx_bf16, cpu_name, resolve_precision
+
+    trainers = {p: Trainer(TrainConfig(preset=preset, batch_size=batch, precision=p), tempfile.mkdtemp() + "/run",
+                           progress=False) for p in ("fp32", "bf16")}
+    samplers = {p: Denoiser.from_pretrained(model_folder("mnist-s")) for p in ("fp32", "bf16")}
+    for p in samplers:
+        samplers[p].set_precision(p)
+        for _ in range(2):  # warm-up
+            trainers[p].one_step()
+    train, sample = {"fp32": [], "bf16": []}, {"fp32": [], "bf16": []}
+    for r in range(rounds):
+        for p in ("fp32", "bf16"):
+            train[p].append(rate(trainers[p].one_step, steps, batch))
+            sample[p].append(sampling_rate(samplers[p], 64, 10))
+        print(f"round {r + 1}: train fp32 {train['fp32'][-1]:.1f} / bf16 {train['bf16'][-1]:.1f} img/s; sampling "
+              f"fp32 {sample['fp32'][-1]:.0f} / bf16 {sample['bf16'][-1]:.0f} image-calls/s", flush=True)
+    med = {k: {p: statistics.median(v[p]) for p in v} for k, v in (("train", train), ("sample", sample))}
+    out = {"cpu": cpu_name(), "amx_bf16": cpu_has_amx_bf16(), "auto_picks": resolve_precision("auto"),
+           "preset": preset, "batch": batch,
+           "train_img_s": {p: round(v, 2) for p, v in med["train"].items()},
+           "train_bf16_over_fp32": round(med["train"]["bf16"] / med["train"]["fp32"], 3),
+           "sample_image_calls_s": {p: round(v, 1) for p, v in med["sample"].items()},
+           "sample_bf16_over_fp32": round(med["sample"]["bf16"] / med["sample"]["fp32"], 3),
+           "matmul_gflops": {"fp32": round(matmul_peak(torch.float32), 1),
+                             "bf16": round(matmul_peak(torch.bfloat16), 1)}}
+    print(f"{out['cpu']} (AMX-BF16: {out['amx_bf16']}; auto picks {out['auto_picks']}): training bf16/fp32 "
+          f"x{out['train_bf16_over_fp32']}, sampling x{out['sample_bf16_over_fp32']}", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="s")
@@ -135,13 +173,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--sample-n", type=int, default=64)
-    ap.add_argument("--only", choices=["train", "sampling"], help="one half of the bench")
+    ap.add_argument("--only", choices=["train", "sampling", "precision"], help="one part of the bench")
     args = ap.parse_args()
     if args.only == "sampling":
         print(json.dumps({"sampling": sampling_bench(args.rounds)}))
         return
+    if args.only == "precision":
+        print(json.dumps({"precision": precision_bench(args.preset, args.batch, args.steps, args.rounds)}))
+        return
 
-    config = TrainConfig(preset=args.preset, batch_size=args.batch)  # the defaults a user gets
+    config = TrainConfig(preset=args.preset, batch_size=args.batch, precision="fp32")  # against a plain fp32 loop
     trainer = Trainer(config, tempfile.mkdtemp() + "/run", progress=False)
     images = load_dataset("mnist").images
     plain = plain_loop(dict(trainer.model.net.unet.config), images, args.batch)
@@ -175,6 +216,7 @@ def main():
           f"{result['peak_gflops']} (fp32 matmul peak)")
     if args.only is None:
         result["sampling"] = sampling_bench(args.rounds)
+        result["precision"] = precision_bench(args.preset, args.batch, args.steps, args.rounds)
     print(json.dumps(result))
 
 

@@ -38,7 +38,7 @@ from kakusan.diffusion.samplers import PerSampleNoise
 from kakusan.metrics import evaluate, load_featurenet, load_panel
 from kakusan.metrics.panel import panel_summary, summary_line
 from kakusan.nets.unet import UNetConfig
-from kakusan.train import TrainConfig
+from kakusan.diffusion.training import TrainConfig
 
 KAKUSAN = dict(data="mnist", image_size=32, preset="s", time_conditioning="scale-shift", p_mean=-0.4,
                lr_decay_kimg=50, kimg=10_000, sample_kimg=10_000, checkpoint_kimg=10_000, sample_grid=10)

@@ -67,7 +67,9 @@ def export_model(src: str | Path, dst: str | Path, *, emas: list[float] | None =
     run = next((p for p in folder.parents if (p / "metrics.jsonl").is_file()), None)
     wall = training_minutes(run / "metrics.jsonl", config.get("images_seen") or 0) if run else None
     io.write_json({**(card or {}), "images_seen": config.get("images_seen"), "train_minutes": wall,
-                   "seed": config.get("train_config", {}).get("seed"), "ema_stds": sorted(emas), "raw_weights": raw},
+                   "seed": config.get("train_config", {}).get("seed"),
+                   "train_precision": config.get("train_config", {}).get("precision"), "ema_stds": sorted(emas),
+                   "raw_weights": raw},
                   staging / "card.json")
     if model.solver:  # optimised grids and default sampling travel with the weights
         io.write_json(model.solver, staging / SOLVER_FILE)

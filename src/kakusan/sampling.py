@@ -22,7 +22,7 @@ from . import KakusanError
 from .data.tokens import TOKENS_PER_LABEL, parse_sentence
 from .data.tokens import parse_sentences as data_sentences
 from .diffusion.denoiser import Denoiser
-from .diffusion.generate import generate
+from .diffusion.generation import generate
 from .diffusion.samplers import nfe_of, steps_for_nfe
 from .guidance import guide_from_spec
 from .models import model_folder
@@ -127,7 +127,7 @@ class SampleBatch:
 
 class SampleProducer:
     """Images of ``den`` for ``seeds``, chunk by chunk: the seeds are cut into chunks of ``chunk``, and each chunk is
-    generated (:func:`kakusan.diffusion.generate.generate`) in batches of ``batch_size`` — a chunk's images are the
+    generated (:func:`kakusan.diffusion.generation.generate`) in batches of ``batch_size`` — a chunk's images are the
     same bytes whichever chunks are made, in which order, by which process. ``cond``: the per-seed condition (class
     labels (N,), token ids (N, L)) or None; ``make_denoise``: the guidance hook (None: unguided); ``options``: the
     sampler's own options. Samples that are not finite are refused (naming ``name``), the rest clamped to [-1, 1]."""
@@ -177,7 +177,8 @@ def plan_samples(model: str | Path, *, n: int = 64, sampler: str | None = None, 
                  nfe: int | None = None, schedule: str = "auto", seed: int = 0, labels=None, tokens=None,
                  ema="auto", batch_size: int = 64, guide: str | Path | None = None, guidance: float = 1.0,
                  interval: tuple[float, float] | None = None, guide_ema="auto", chunk: int = 1000,
-                 compile: bool = False, channels_last: bool = False, **options) -> SamplePlan:
+                 compile: bool = False, channels_last: bool = False, precision: str = "auto",
+                 **options) -> SamplePlan:
     """Load ``model`` and check every option before any work (the options of :func:`sample_to_folder`); seeds
     ``seed .. seed + n - 1``, labels cycled (default: every class in turn) or token sentences cycled."""
     if n < 1 or chunk < 1 or batch_size < 1:
@@ -187,6 +188,7 @@ def plan_samples(model: str | Path, *, n: int = 64, sampler: str | None = None, 
     if steps is not None and steps < 1:
         raise KakusanError(f"steps must be >= 1 (got {steps})")
     den = speed_up(Denoiser.from_pretrained(model_folder(model), ema=ema), compile, channels_last)
+    precision = den.set_precision(precision)  # the guide follows the main model's
     sampler, nfe, schedule = choose_sampling(den, sampler, nfe, steps, schedule)
     options = sampler_options(sampler, den.process.sampler(sampler), options)  # fails before any work
     steps = steps if steps is not None else steps_for_nfe(sampler, nfe)
@@ -200,7 +202,7 @@ def plan_samples(model: str | Path, *, n: int = 64, sampler: str | None = None, 
                 "steps": steps, "schedule": schedule, "labels": None if labels is None else str(labels),
                 "tokens": tokens, "guide": None if guide is None else str(guide), "guidance": guidance,
                 "interval": None if interval is None else list(interval), "guide_ema": str(guide_ema),
-                "options": options, "batch_size": batch_size, "chunk": chunk,
+                "options": options, "batch_size": batch_size, "chunk": chunk, "precision": precision,
                 **({"speed": {"compile": compile, "channels_last": channels_last}} if compile or channels_last else {})}
     producer = SampleProducer(den, range(seed, seed + n), cond=cond, sampler=sampler, steps=steps, schedule=schedule,
                               options=options, make_denoise=make_denoise, batch_size=batch_size, chunk=chunk,
@@ -211,7 +213,7 @@ def plan_samples(model: str | Path, *, n: int = 64, sampler: str | None = None, 
     summary = {"n": n, "sampler": sampler, "steps": grid_len, "schedule": schedule,
                "sampling_note": _default_note(den, sampler, nfe_of(sampler, grid_len), schedule),
                "guide": str(guide) if guide else None, "guidance": guidance, "interval": interval,
-               "nfe": nfe_of(sampler, grid_len), "weights": den.info.get("weights")}
+               "nfe": nfe_of(sampler, grid_len), "weights": den.info.get("weights"), "precision": precision}
     return SamplePlan(producer, settings, arrays, nrow, summary)
 
 

@@ -10,126 +10,16 @@ import typer
 
 from .. import KakusanError
 
-# rich_markup_mode=None: help texts are plain, so "[default]" in square brackets is shown, not eaten as markup
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="kakusan (拡散): train, sample, guide, distil and probe diffusion models.")
+from .common import PRECISION_HELP, _floats, _pair, _run, app
+from .distill import distill_app
+from .ema import ema
+from .grid import grid
+from .guidance import guidance_rescore, guidance_sweep
+from .metrics import compare, eval_, metrics_app
+from .segment import segment
+from .train import train
 
-
-def _floats(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise KakusanError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _pair(text: str | None, flag: str) -> tuple[float, float] | None:
-    values = _floats(text)
-    if values is not None and len(values) != 2:
-        raise KakusanError(f"{flag} takes LO,HI (got {text!r})")
-    return tuple(values) if values else None
-
-
-DEBUG = {"on": False}  # set by --debug: failures keep their traceback
-
-
-@app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of a failure.")):
-    """kakusan (拡散): train, sample, guide, distil and probe diffusion models."""
-    DEBUG["on"] = debug
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _run(fn):
-    """Run ``fn``; every failure reaches the user as one line. User errors (bad paths, options, data:
-    :class:`KakusanError`) and the machine's (an ``OSError``: disk full, permissions) exit with code 2; anything else is
-    a bug in kakusan: exit 1 and a request to rerun with ``--debug``, which shows every traceback."""
-    try:
-        return fn()
-    except Exception as e:
-        if DEBUG["on"]:
-            raise
-        if isinstance(e, KakusanError):
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2)
-        if isinstance(e, OSError):
-            where = f"{e.filename}: " if e.filename else ""
-            typer.echo(f"error: {where}{e.strerror or _first_line(e)}", err=True)
-            raise typer.Exit(2)
-        typer.echo(f"error: internal error ({type(e).__name__}: {_first_line(e)}); this is a bug in kakusan: "
-                   "rerun with --debug for the traceback and report it", err=True)
-        raise typer.Exit(1)
-
-
-@app.command()
-def train(
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (created; must not hold a run unless --resume)."),
-    data: Optional[str] = typer.Option(None, help="mnist | digits | path to an image folder [mnist]."),
-    image_size: Optional[int] = typer.Option(None, help="Resize images to this square size [32]."),
-    channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB) for image folders [data set's]."),
-    preset: Optional[str] = typer.Option(None, help="Network size: xs | s | m | l [s]."),
-    time_conditioning: Optional[str] = typer.Option(None, help="add | scale-shift (ADM's AdaGN) [add]."),
-    process: Optional[str] = typer.Option(None, help="edm (Karras et al. 2022) | ddpm (Ho et al. 2020) | a cold "
-                                          "degradation: blur | pixelate | mask | desaturate | snow | mix | noise [edm]."),
-    beta_schedule: Optional[str] = typer.Option(None, help="DDPM beta schedule: linear | cosine [linear]."),
-    steps: Optional[int] = typer.Option(None, help="Cold: degradation steps T [blur 20, blur --to-mean 50, "
-                                        "pixelate 4, desaturate 10, others 50]."),
-    to_mean: Optional[bool] = typer.Option(None, "--to-mean/--no-to-mean",
-                                           help="Cold blur: last step = flat mean, for generation [off]."),
-    mix_source: Optional[str] = typer.Option(None, help="Cold mix: data set mixed in [digits]."),
-    p_mean: Optional[float] = typer.Option(None, help="EDM: mean of ln(sigma) in training [-1.2]."),
-    p_std: Optional[float] = typer.Option(None, help="EDM: std of ln(sigma) in training [1.2]."),
-    loss: Optional[str] = typer.Option(None, help="l2 | l1 | auto (l1 for cold, l2 otherwise) [auto]."),
-    cond: Optional[str] = typer.Option(None, help="auto | none | class | tokens (cross-attention) [auto]."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size [64]."),
-    kimg: Optional[float] = typer.Option(None, help="Training length in thousands of images [50]."),
-    minutes: Optional[float] = typer.Option(None, help="Wall-clock budget; stops (with its final checkpoint and grid) within it [none]."),
-    lr: Optional[float] = typer.Option(None, help="AdamW learning rate [5e-4]."),
-    warmup_kimg: Optional[float] = typer.Option(None, help="Linear warm-up length [2]."),
-    lr_decay_kimg: Optional[float] = typer.Option(None, help="Inverse-sqrt decay after this many kimg [off]."),
-    grad_clip: Optional[float] = typer.Option(None, help="Gradient-norm clip, 0 = off [1.0]."),
-    label_dropout: Optional[float] = typer.Option(None, help="Probability of the null condition [0.1]."),
-    ema: Optional[str] = typer.Option(None, help="EMA lengths sigma_rel, comma-separated [0.05,0.10]."),
-    precision: Optional[str] = typer.Option(None, help="fp32 | bf16 [fp32]."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="[off]"),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network [off]."),
-    seed: Optional[int] = typer.Option(None, help="Seed for init, data order and noise [0]."),
-    checkpoint_kimg: Optional[float] = typer.Option(None, help="Save the resumable checkpoint every N kimg [5]."),
-    sample_kimg: Optional[float] = typer.Option(None, help="Write a sample grid every N kimg [10]."),
-    snapshot_kimg: Optional[str] = typer.Option(None, help="Keep model snapshots at these kimg, e.g. 3.1,50 [none]."),
-    snapshot_every_kimg: Optional[float] = typer.Option(None, help="Also keep a snapshot every N kimg and at the end, "
-                                                        "for post-hoc EMA (`kakusan ema`) [off]."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
-    log_with: Optional[str] = typer.Option(None, help="Also log to an accelerate tracker, e.g. tensorboard "
-                                           "(needs that package installed) [off]."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-):
-    """Train a denoiser; writes checkpoint/, snapshots/, samples/, metrics.jsonl and loss.png into the run folder."""
-    from ..diffusion.training import Trainer
-    from ..train import TrainConfig
-
-    given = {k: v for k, v in dict(
-        data=data, image_size=image_size, channels=channels, preset=preset, time_conditioning=time_conditioning,
-        process=process, beta_schedule=beta_schedule, steps=steps, to_mean=to_mean, mix_source=mix_source,
-        p_mean=p_mean, p_std=p_std, loss=loss, cond=cond, batch_size=batch_size, kimg=kimg, minutes=minutes, lr=lr,
-        warmup_kimg=warmup_kimg, lr_decay_kimg=lr_decay_kimg, grad_clip=grad_clip, label_dropout=label_dropout,
-        ema_stds=_floats(ema), precision=precision, channels_last=channels_last, compile=compile, seed=seed,
-        checkpoint_kimg=checkpoint_kimg, sample_kimg=sample_kimg, snapshot_kimg=_floats(snapshot_kimg),
-        snapshot_every_kimg=snapshot_every_kimg, log_with=log_with).items() if v is not None}
-
-    def go():
-        if resume:
-            trainer = Trainer.resume(out, progress=progress, **given)
-        else:
-            trainer = Trainer(TrainConfig(**given), out, progress=progress)
-        typer.echo(json.dumps(trainer.train()))
-
-    _run(go)
+app.command("train")(train)  # first in --help
 
 
 @app.command()
@@ -166,6 +56,7 @@ def sample(
                                                    "perfect symmetry) [0.002]."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (x1.19 here after ~47 s)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Channels-last weights (x1.08 here)."),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Draw samples; writes grid.png, images/NNNNNN.png and samples.npz (images, labels, seeds), chunk by chunk
@@ -178,24 +69,18 @@ def sample(
             raise KakusanError("give --sampler or --scheduler, not both")
         g = dict(guide=guide, guidance=guidance, interval=_pair(interval, "--interval"), guide_ema=guide_ema, ema=ema)
         if autoguidance:
-            from ..guidance.guided import tuned_guidance
+            from ..guidance.guided import autoguidance_options
 
-            if guide is not None or guidance != 1 or interval is not None:
-                raise KakusanError("--autoguidance sets the guide, w and interval itself: drop --guide, --guidance "
-                                   "and --interval")
-            asked = f"{sampler}:{nfe}" if sampler and nfe else None
-            t = tuned_guidance(model, sampling=asked)
-            if asked and t["tuned_for"] != asked:
-                typer.echo(f"note: no autoguidance tuned for {asked}; using the one tuned for the model's default "
-                           f"sampler (tuned: {', '.join(t['tuned_samplings'])})", err=True)
-            g = dict(guide=t["guide"], guidance=t["w"], interval=t["interval"],
-                     guide_ema=t["guide_ema"] if guide_ema == "auto" else guide_ema,
-                     ema=t["ema"] if ema == "auto" else ema)
+            g = autoguidance_options(model, sampler=sampler, nfe=nfe, **g)
+            note = g.pop("note")
+            if note:
+                typer.echo(f"note: {note}", err=True)
         typer.echo(json.dumps(sample_to_folder(
             model, out, n=n, sampler=f"diffusers:{scheduler}" if scheduler else sampler, steps=steps, nfe=nfe,
             schedule=schedule, eta=eta, churn=churn,
             seed=seed, labels=label, tokens=tokens, batch_size=batch_size, chunk=chunk, resume=resume,
-            progress=progress, **g, symmetry_noise=symmetry_noise, compile=compile, channels_last=channels_last)))
+            progress=progress, **g, symmetry_noise=symmetry_noise, compile=compile, channels_last=channels_last,
+            precision=precision)))
 
     _run(go)
 
@@ -298,13 +183,11 @@ def toy(
 ):
     """Reproduce the 2-D fractal-tree toy of the autoguidance paper (Fig. 1): CFG vs autoguidance, exact metrics."""
     from ..guidance.toy import run_toy
-    from ..utils import io
 
     def go():
         ws = _floats(w)
         result = run_toy(out, ws=ws, n=n, seed=seed, main_iters=main_iters, guide_iters=max(1, main_iters // 8),
                          fig_w=ws[-1], tree=tree, batch=batch, lr=lr, ema_std=ema_std, progress=progress)
-        io.write_json(result, out / "metrics.json")
         rows = [("exact", result["exact"]), ("none", result["none"])]
         rows += [(f"{m} w={r['w']:g}", r) for m in ("cfg", "autoguidance") for r in result[m]]
         typer.echo(f"{'method':22}{'outliers':>10}{'cover TV':>10}{'missed':>8}")
@@ -316,15 +199,7 @@ def toy(
     _run(go)
 
 
-from .distill import distill_app  # noqa: E402  (its commands use the helpers above)
-
 app.add_typer(distill_app, name="distill")
-
-from .ema import ema  # noqa: E402
-from .metrics import compare, eval_, metrics_app  # noqa: E402
-from .guidance import guidance_rescore, guidance_sweep  # noqa: E402
-from .grid import grid  # noqa: E402
-from .segment import segment  # noqa: E402
 
 app.command("segment")(segment)
 app.command("grid")(grid)

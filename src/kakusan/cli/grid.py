@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import _floats, _run
+from .common import _floats, _run
 
 
 def grid(

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .. import KakusanError
-from . import _floats, _pair, _run
+from .common import _floats, _pair, _run
 
 SPREAD_HELP = ("What the FD's bootstrap resamples: 'samples' (the seed-to-seed spread against a fixed reference), "
                "'both' (the real images too: the reference's own finite size), 'auto' (both against 'all').")

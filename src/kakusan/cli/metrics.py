@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .. import KakusanError
-from . import _run
+from .common import _run
 
 JUDGE_HELP = ("A judge (feature space): featurenet-mnist | resnet-mnist | autoencoder-mnist | random-cnn | pixels | "
               "inception (needs --weights) | a judge folder; repeat for several [the whole panel].")
@@ -55,6 +55,7 @@ def eval_(
     def go():
         rows = panel_samples(samples, ref, judges=judge, weights=weights, n=n, seed=seed, reference=reference,
                              bootstrap=bootstrap, spread=spread)
+        _write_csv(csv, TABLE, rows)  # first: a failed write is the command's only output
         against = "all of " if reference == "all" else f"{rows[0]['n']} of "
         typer.echo(f"{rows[0]['n']} samples vs {against}{ref}; each judge's floor: its own real vs real at the same n")
         typer.echo(f"{'judge':20}{'kind':13}{'FD':>9}{'± spread':>10}{'floor':>9}{'FD/floor':>9}{'KID':>9}"
@@ -66,7 +67,6 @@ def eval_(
         if any(r["kid"] < 0 for r in rows):
             typer.echo("note: KID is an unbiased estimate, so it can fall below 0 when two sets are closer than its "
                        "sampling noise; read a negative KID as 0.")
-        _write_csv(csv, TABLE, rows)
         typer.echo(json.dumps({"samples": str(samples), "ref": ref, "reference": reference, "rows": rows}))
 
     _run(go)

@@ -20,16 +20,16 @@ directly, as in the paper) and c_noise = t / T in the network's time units.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .. import KakusanError
-from ..diffusion.process import TIME_UNITS, ForwardProcess, per_sample, register_process
+from ..diffusion.process import TIME_UNITS, ForwardProcess, per_sample
+from .options import ColdOptions, degradation_for_training
 
 
-SYMMETRY_NOISE = 0.002  # std of the noise added once to a flat prior x_T ("broken symmetry", Bansal et al. sec. 5.2)
 
 
 class Degradation(ForwardProcess):
@@ -43,6 +43,14 @@ class Degradation(ForwardProcess):
     score_based = False  # R(x_t, t) ~ x0 of a deterministic degradation is no score: guidance does not apply
     default_loss = "l1"  # Bansal et al. 2022, sec. 3.2: restorers are trained with the L1 norm
     conditional_by_default = False  # the paper's restorers are unconditional
+
+    @classmethod
+    def training_options(cls):
+        return ColdOptions
+
+    @classmethod
+    def for_training(cls, options, images=None):
+        return degradation_for_training(cls, images=images, **options)
 
     def sample_t(self, batch, generator=None, device=None):
         # t ~ U{1..T}
@@ -80,16 +88,21 @@ class Degradation(ForwardProcess):
         """Every integer severity T, T-1, ..., 0 (a cold model is always run over its own T steps)."""
         return torch.arange(self.steps, -1, -1, dtype=torch.float64)
 
+    @torch.no_grad()
+    def restoration_preview(self, model, clean: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Algorithm-2 restorations by ``model`` of ``clean`` degraded to T (the training preview of a restorer)."""
+        from .sampling import restorer, sample_alg2
+
+        z = self.nuisance(clean, torch.Generator().manual_seed(seed))
+        t = torch.full((len(clean),), self.steps, dtype=torch.long)
+        return sample_alg2(restorer(model), self.apply(clean, t, z), self, self.steps, z).clamp(-1, 1)
+
     def draw_prior(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         """One fully degraded x_T (1, C, H, W) drawn without a clean image."""
         raise KakusanError(f"generation is defined for blur (to mean), mix and noise models, not {self.kind!r}")
 
     def prior(self, noise, shape, grid, device=None):
         return torch.cat([self.draw_prior(shape, g) for g in noise.generators]).to(device)
-
-    def to_config(self):
-        return {"kind": self.kind, **asdict(self)}
-
 
 def _steps_of(t: torch.Tensor, steps: int) -> torch.Tensor:
     t = t.round().long()
@@ -107,7 +120,6 @@ def _by_level(x: torch.Tensor, t: torch.Tensor, fn) -> torch.Tensor:
     return out
 
 
-@register_process
 @dataclass
 class Blur(Degradation):
     """Gaussian blur; step i has std s_i = std * growth**i pixels. With ``to_mean`` the last step gives the flat
@@ -172,7 +184,6 @@ def gaussian_blur(x: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
     return out[..., :H, :W].to(x.dtype)
 
 
-@register_process
 @dataclass
 class Pixelate(Degradation):
     """Step i halves the resolution (2x2 area average, nearest-neighbour back to full size)."""
@@ -191,7 +202,6 @@ class Pixelate(Degradation):
         return _by_level(x0, t, level)
 
 
-@register_process
 @dataclass
 class Mask(Degradation):
     """Inpainting by a growing hole: step i multiplies by 1 - exp(-r^2 / (2 s_i^2)), s_i = std * (i + initial) px,
@@ -243,7 +253,6 @@ class Mask(Degradation):
         return m * x0 + (1 - m) * self.fill
 
 
-@register_process
 @dataclass
 class Desaturate(Degradation):
     """x_t = f_t x + (1 - f_t) grey(x), f_t = 1 - t/T (RGB images)."""
@@ -258,7 +267,6 @@ class Desaturate(Degradation):
         return f * x0 + (1 - f) * x0.mean(dim=1, keepdim=True)
 
 
-@register_process
 @dataclass
 class Snow(Degradation):
     """Snow: a per-sample flake field u ~ U(0,1) (the nuisance), flakes where u exceeds a threshold falling linearly
@@ -290,7 +298,6 @@ def cosine_abar(t: torch.Tensor, steps: int, s: float = 0.008) -> torch.Tensor:
     return (f(t.double() / steps) / f(torch.zeros((), dtype=torch.float64))).clamp(0, 1)
 
 
-@register_process
 @dataclass
 class Mix(Degradation):
     """Animorphosis: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) z, z an image of the data set ``source``."""
@@ -333,11 +340,7 @@ class Mix(Degradation):
         a, b = self.coefficients(t, x_t)
         return (x_t - a * x0_hat) / b.clamp_min(1e-8)
 
-    def to_config(self):
-        return {"kind": self.kind, "steps": self.steps, "source": self.source}
 
-
-@register_process
 @dataclass
 class Noise(Mix):
     """The "hot" baseline: Mix with z ~ N(0, I), i.e. a cosine-schedule VP diffusion predicting x0; Algorithm 2 with
@@ -351,3 +354,11 @@ class Noise(Mix):
 
 
 DEGRADATIONS = {cls.kind: cls for cls in (Blur, Pixelate, Mask, Desaturate, Snow, Mix, Noise)}
+
+
+
+def build_degradation(kind: str, *, images=None, **options) -> Degradation:
+    """The degradation ``kind`` with this project's defaults and the user's ``options`` (:class:`ColdOptions`)."""
+    if kind not in DEGRADATIONS:
+        raise KakusanError(f"unknown degradation {kind!r}; choose one of {', '.join(DEGRADATIONS)}")
+    return DEGRADATIONS[kind].for_training(options, images)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -38,12 +37,6 @@ def restore_all(model, clean: torch.Tensor, *, t: int | None = None, seed: int =
     return out
 
 
-@torch.no_grad()
-def restoration_preview(model, clean: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Algorithm-2 restorations of ``clean`` degraded to T (the training preview of a restorer)."""
-    return restore_all(model, clean, seed=seed, methods=("alg2",), progress=False)["alg2"]
-
-
 def restore_to_folder(model, out: str | Path, *, data: str = "mnist-heldout", n: int = 8, t: int | None = None,
                       seed: int = 0, ema="auto", progress: bool = True) -> dict:
     """Restore the first ``n`` images of ``data`` with ``model`` (a cold model: folder, run or shipped name) by every
@@ -61,6 +54,6 @@ def restore_to_folder(model, out: str | Path, *, data: str = "mnist-heldout", n:
     rows = restore_all(den, clean, t=t, seed=seed, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     save_grid(torch.cat(list(rows.values())), out / "strip.png", nrow=len(clean))
-    np.savez_compressed(out / "restored.npz", **{k: v.numpy() for k, v in rows.items()})
+    io.write_npz(out / "restored.npz", {k: v.numpy() for k, v in rows.items()})
     return {"out": str(out), "strip": str(out / "strip.png"), "rows": list(rows), "n": len(clean),
             "t": den.process.steps if t is None else t}

@@ -19,7 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import KakusanError
-from .degradations import SYMMETRY_NOISE, Degradation
+from ..diffusion.process import ForwardProcess as Degradation  # any cold degradation (apply, estimate_nuisance)
+
+SYMMETRY_NOISE = 0.002  # std of the noise added once to a flat prior x_T ("broken symmetry", Bansal et al. sec. 5.2)
 
 Restorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -1,8 +1,9 @@
-"""Diffusion core: schedules, forward processes, the preconditioned denoiser, samplers and generation."""
-from .denoiser import Denoiser
-from .generate import generate
-from .process import DDPMProcess, EDMProcess, ForwardProcess
-from .samplers import SAMPLERS, sample_ddim, sample_ddpm, sample_euler, sample_heun
+"""Diffusion core: schedules, forward processes, the preconditioned denoiser, samplers and generation (names
+imported on first use)."""
+from ..utils.lazy import lazy_names
 
-__all__ = ["Denoiser", "generate", "DDPMProcess", "EDMProcess", "ForwardProcess", "SAMPLERS",
-           "sample_ddim", "sample_ddpm", "sample_euler", "sample_heun"]
+_WHERE = {"Denoiser": "denoiser", "generate": "generation", "DDPMProcess": "process", "EDMProcess": "process",
+          "ForwardProcess": "process", "SAMPLERS": "samplers", "sample_ddim": "samplers", "sample_ddpm": "samplers",
+          "sample_euler": "samplers", "sample_heun": "samplers"}
+__all__ = list(_WHERE)
+__getattr__ = lazy_names(__name__, _WHERE)

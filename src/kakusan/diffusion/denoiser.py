@@ -23,6 +23,7 @@ from torch import nn
 from .. import KakusanError, __version__
 from ..nets import NETS, build_net, net_config_from_dict
 from ..utils import io
+from ..utils.precision import resolve_precision
 from .process import ForwardProcess, per_sample, process_from_config
 from .samplers import nfe_of
 
@@ -77,6 +78,7 @@ class Denoiser(nn.Module):
         self.process = process
         self.info = dict(info or {})  # class_names, data set, images seen, EMA lengths, ...
         self.solver: dict = {}  # solver.json: optimised grids and the default sampling settings (grids.py)
+        self.precision = "fp32"  # of the network's forward pass: fp32, or bf16 autocast (see set_precision)
 
     @classmethod
     def create(cls, net_config, process: ForwardProcess, info: dict | None = None) -> "Denoiser":
@@ -106,7 +108,14 @@ class Denoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
-        return preconditioned(self.process, self.net, x, sigma, cond)
+        return preconditioned(self.process, self.net, x, sigma, cond,
+                              autocast=torch.bfloat16 if self.precision == "bf16" else None)
+
+    def set_precision(self, precision: str = "auto") -> str:
+        """Run the network in ``precision`` (fp32 | bf16 | auto: the faster one on this machine, see
+        :mod:`kakusan.utils.precision`); the sampler's state and the skip connection stay fp32. Returns the choice."""
+        self.precision = resolve_precision(precision, next(self.net.parameters()).device)
+        return self.precision
 
     # --- sampling settings of this model ------------------------------------------------------------------------
     def stored_grid(self, sampler: str, nfe: int) -> torch.Tensor | None:

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .. import KakusanError
-from ..utils.configs import from_dict
+from ..utils.configs import class_path, from_dict, import_class
+from ..utils.options import option
 from . import schedules
 
 
@@ -51,6 +52,24 @@ class ForwardProcess:
     score_based: bool = True  # is (D(x; t) - x) / t^2 a score (Tweedie), so that guidance applies?
     default_loss: str = "l2"  # the training loss when the user does not choose one
     conditional_by_default: bool = True  # condition on the data's labels when it has some and the user does not say
+
+    trainable: bool = True  # can `kakusan train --process <kind>` fit a denoiser for it?
+
+    # --- what a user chooses when training one (``kakusan train --process <kind>``) --------------------------------
+    @classmethod
+    def training_options(cls) -> type:
+        """The dataclass whose command-line fields (:func:`~kakusan.utils.options.option`) are this process's training
+        options; by default the process's own dataclass."""
+        return cls
+
+    @classmethod
+    def for_training(cls, options: dict, images: torch.Tensor | None = None) -> "ForwardProcess":
+        """The process for a training run with ``options`` (the user's, by field name), checked here; ``images``:
+        the training data, for processes that fit something to it."""
+        try:
+            return from_dict(cls, options)
+        except (ValueError, TypeError) as e:
+            raise KakusanError(f"{cls.kind} options: {e}") from None
 
     def sampler(self, name: str, steps: int = 1, schedule: str = "auto"):
         """The sampler function ``(denoise, x, grid, *, noise, progress, **options)`` called ``name``: one of
@@ -88,8 +107,10 @@ class ForwardProcess:
         return float(grid[0]) * noise(torch.empty(len(noise), *shape, device=device))
 
     def to_config(self) -> dict:
-        return {"kind": self.kind, **asdict(self)}
+        return {"class_name": class_path(type(self)), "kind": self.kind, **asdict(self)}
 
+
+PANEL = "Forward process (options of one process)"
 
 # diffusers' sinusoidal time embedding is laid out for DDPM step indices 0..999; each process maps its severity to
 # that range (the "time units" of the network input c_noise).
@@ -110,14 +131,18 @@ class EDMProcess(ForwardProcess):
     """Karras et al. 2022, Table 1, column "EDM" (sigma_data = 0.5 for data in [-1, 1])."""
 
     sigma_data: float = 0.5
-    p_mean: float = -1.2
-    p_std: float = 1.2
+    p_mean: float = option(-1.2, "EDM: mean of ln(sigma) in training (Karras et al. 2022, Table 1).", panel=PANEL)
+    p_std: float = option(1.2, "EDM: std of ln(sigma) in training.", panel=PANEL)
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     # EDM's c_noise = ln(sigma) / 4 spans about [-1.6, 1.1] for sigma in [0.002, 80]; the time embedding sees it
     # stretched by TIME_UNITS / 4 (toy MLPs, which take c_noise as a plain input, use 1)
     c_noise_scale: float = TIME_UNITS / 4
     kind = "edm"
+
+    def __post_init__(self):
+        if not (math.isfinite(self.p_mean) and math.isfinite(self.p_std) and self.p_std > 0):
+            raise KakusanError(f"EDM needs a finite p_mean and p_std > 0 (got {self.p_mean}, {self.p_std})")
 
     def sample_t(self, batch, generator=None, device=None):
         # ln(sigma) ~ N(P_mean, P_std^2)
@@ -146,7 +171,7 @@ class DDPMProcess(ForwardProcess):
     D(x; sigma) = x - sigma * eps_theta(x / sqrt(1 + sigma^2), t(sigma)); with lambda = 1/sigma^2 the loss
     lambda ||D - x0||^2 equals L_simple = ||eps - eps_theta||^2 exactly."""
 
-    schedule: str = "linear"
+    schedule: str = option("linear", "DDPM beta schedule: linear | cosine.", flag="beta-schedule", panel=PANEL)
     num_steps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -159,7 +184,7 @@ class DDPMProcess(ForwardProcess):
         self._log_sigmas = self.sigmas.log()
 
     def to_config(self):
-        return {"kind": self.kind, "schedule": self.schedule, "num_steps": self.num_steps,
+        return {"class_name": class_path(type(self)), "kind": self.kind, "schedule": self.schedule, "num_steps": self.num_steps,
                 "beta_start": self.beta_start, "beta_end": self.beta_end}
 
     def sample_t(self, batch, generator=None, device=None):
@@ -221,6 +246,7 @@ class OneStep(ForwardProcess):
 
     kind = "one-step"
     default_sampler = "onestep"
+    trainable = False  # made by distillation (`kakusan distill train`), not by denoiser training
 
     def __init__(self, base: ForwardProcess | dict):
         self.base = process_from_config(base) if isinstance(base, dict) else base
@@ -250,23 +276,36 @@ class OneStep(ForwardProcess):
         return torch.tensor([self.sigma_max, 0.0], dtype=torch.float64)
 
     def to_config(self):
-        return {"kind": self.kind, "base": self.base.to_config()}
+        return {"class_name": class_path(type(self)), "kind": self.kind, "base": self.base.to_config()}
 
 
-PROCESSES = {"edm": EDMProcess, "ddpm": DDPMProcess, "one-step": OneStep}
+# Every process by the name a user gives (``kakusan train --process``), as the class to import: a catalogue of names,
+# not a registry that fills as modules are imported. A model folder's config names its class itself (``class_name``);
+# this table also reads folders written before it did.
+PROCESSES = {
+    "edm": "kakusan.diffusion.process:EDMProcess",
+    "ddpm": "kakusan.diffusion.process:DDPMProcess",
+    "one-step": "kakusan.diffusion.process:OneStep",
+    **{kind: f"kakusan.cold.degradations:{kind.capitalize()}"
+       for kind in ("blur", "pixelate", "mask", "desaturate", "snow", "mix", "noise")},
+}
 
 
-def process_from_config(config: dict) -> ForwardProcess:
-    config = dict(config)
-    kind = config.pop("kind")
-    if kind not in PROCESSES:
-        raise KakusanError(f"unknown process {kind!r}; known: {sorted(PROCESSES)}")
-    return from_dict(PROCESSES[kind], config)
-
-
-def register_process(cls) -> type:
-    """Class decorator: make a ForwardProcess subclass loadable from its config (used by the cold degradations)."""
-    PROCESSES[cls.kind] = cls
+def process_class(kind: str, class_name: str | None = None) -> type:
+    """The :class:`ForwardProcess` class a config names (``class_name``), or the one called ``kind``."""
+    if class_name is None and kind not in PROCESSES:
+        raise KakusanError(f"unknown process {kind!r}; known: {', '.join(PROCESSES)}")
+    try:
+        cls = import_class(class_name or PROCESSES[kind], ForwardProcess)
+    except ValueError as e:
+        raise KakusanError(str(e)) from None
+    if cls.kind != kind:
+        raise KakusanError(f"process class {class_name} is {cls.kind!r}, but the config says {kind!r}")
     return cls
 
 
+def process_from_config(config: dict) -> ForwardProcess:
+    """The process a model folder's config describes (``class_name`` is imported; ``kind`` is checked against it)."""
+    config = dict(config)
+    cls = process_class(config.pop("kind", None), config.pop("class_name", None))
+    return from_dict(cls, config)

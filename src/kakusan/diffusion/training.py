@@ -13,30 +13,21 @@ import torch
 from ..utils.dist import process_state
 
 from .. import KakusanError
-from ..cold import build_degradation
 from ..data import ImageDataset, load_dataset, token_vocab_size
 from ..nets import NetConfig
-from ..train.config import TrainConfig
 from ..train.loop import Objective, TrainLoop, check_run_folder
 from ..utils import io
+from ..utils.precision import autocast_dtype
 from .denoiser import RAW, Denoiser, ema_variant, preconditioned
-from .generate import generate
-from .process import DDPMProcess, EDMProcess, per_sample
+from .generation import generate
+from .process import per_sample
+from .train_config import TrainConfig
 
 PREVIEW_STEPS = 18  # Heun steps of the periodic grids (35 network evaluations)
 
 
-def build_process(config: TrainConfig, data: ImageDataset):
-    if config.cold:
-        return build_degradation(config.process, steps=config.steps, to_mean=config.to_mean,
-                                 source=config.mix_source, images=data.images)
-    if config.process == "edm":
-        return EDMProcess(p_mean=config.p_mean, p_std=config.p_std)
-    return DDPMProcess(schedule=config.beta_schedule)
-
-
 def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
-    process = build_process(config, data)
+    process = config.build_process(data.images)
     cond = config.cond
     if cond == "auto":
         cond = ("none" if not process.conditional_by_default else "tokens" if data.tokens is not None
@@ -123,7 +114,7 @@ class DiffusionObjective(DenoiserObjective):
         """The weighted error of the denoiser on degraded images x at levels sigma."""
         process = self.model.process
         D = preconditioned(process, self.forward, x, sigma, cond,
-                           autocast=torch.bfloat16 if self.config.precision == "bf16" else None)
+                           autocast=autocast_dtype(self.config.precision, x.device))
         error = (D - x0).abs() if self.l1 else (D - x0) ** 2
         return (per_sample(process.loss_weight(sigma), x) * error).mean()
 
@@ -144,8 +135,6 @@ class DiffusionObjective(DenoiserObjective):
 
     @torch.no_grad()
     def preview(self, ema_weights):
-        from ..cold.restore import restoration_preview
-
         if self._viewer is None:  # one sampling copy of the network, refilled with the longest EMA for each grid
             with torch.random.fork_rng():
                 self._viewer = build_model(self.config, self.data).to(next(self.model.parameters()).device).eval()
@@ -159,7 +148,7 @@ class DiffusionObjective(DenoiserObjective):
             images = generate(viewer, range(len(cond) if cond is not None else n), cond=cond, steps=PREVIEW_STEPS,
                               progress=False)
         else:  # a restorer: restore held images of every class
-            images = restoration_preview(viewer, self.data.images[::max(1, len(self.data) // n)][:n])
+            images = viewer.process.restoration_preview(viewer, self.data.images[::max(1, len(self.data) // n)][:n])
         return images, (max(self.data.num_classes, 8) if labelled else None)
 
 
@@ -177,9 +166,10 @@ class Trainer(TrainLoop):
         return self.objective.model
 
     @classmethod
-    def resume(cls, run_dir: str | Path, progress: bool = True, **changes) -> "Trainer":
-        """Continue the run in ``run_dir`` exactly where it stopped; only ``kimg`` and ``minutes`` may change."""
+    def resume(cls, run_dir: str | Path, progress: bool = True, **given) -> "Trainer":
+        """Continue the run in ``run_dir`` exactly where it stopped. Options ``given`` again must equal the run's,
+        except ``kimg`` and ``minutes``."""
         stored = Path(run_dir) / "train_config.json"
         if not stored.is_file():
             raise KakusanError(f"nothing to resume: {run_dir} has no train_config.json")
-        return cls(TrainConfig.resumed(io.read_json(stored), changes), run_dir, resume=True, progress=progress)
+        return cls(TrainConfig.resumed(io.read_json(stored), given), run_dir, resume=True, progress=progress)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import KakusanError
 from ..diffusion.denoiser import Denoiser
-from ..diffusion.generate import generate
+from ..diffusion.generation import generate
 from ..diffusion.samplers import PerSampleNoise, nfe_of, steps_for_nfe
 from ..guidance import guide_from_spec
 from ..models import model_folder
@@ -86,19 +86,22 @@ def settings(teacher: Denoiser, teacher_name: str, *, seed: int, sampler: str, s
 def generate_pairs(teacher: str | Path, out: str | Path, *, n: int, seed: int = 0, sampler: str = "heun",
                    nfe: int = 35, steps: int | None = None, guide=None, guidance: float = 1.0, interval=None,
                    ema="auto", guide_ema="auto", shard_size: int = 256, batch_size: int = 64,
-                   progress: bool = True) -> dict:
-    """Write (or finish, or extend to ``n``) the pair set in ``out``; returns its manifest."""
+                   precision: str = "auto", progress: bool = True) -> dict:
+    """Write (or finish, or extend to ``n``) the pair set in ``out``; returns its manifest. The teacher runs in
+    ``precision`` (a set keeps the one it was started with)."""
     out = Path(out)
     if n < 1 or shard_size < 1:
         raise KakusanError("n and shard_size must be >= 1")
     model = Denoiser.from_pretrained(model_folder(teacher), ema=ema)
+    precision = model.set_precision(precision)
     if not model.process.score_based:
         raise KakusanError(f"the teacher must be a diffusion model; {teacher} is a {model.process.kind} model")
     steps = steps or steps_for_nfe(sampler, nfe)
     want = settings(model, str(teacher), seed=seed, sampler=sampler, steps=steps, guide=guide, guidance=guidance,
                     interval=interval, ema=ema, guide_ema=guide_ema, shard_size=shard_size, batch_size=batch_size)
+    want["precision"] = precision
     if (out / MANIFEST).is_file():
-        have = io.read_json(out / MANIFEST)
+        have = {"precision": "fp32", **io.read_json(out / MANIFEST)}  # sets made before precision was recorded
         changed = sorted(k for k in want if have.get(k) != want[k])
         if changed:
             raise KakusanError(f"{out} holds pairs made with other settings ({', '.join(changed)}); choose another "
@@ -141,6 +144,7 @@ def regenerate(folder: str | Path, seed: int) -> dict[str, torch.Tensor]:
     model = Denoiser.from_pretrained(model_folder(manifest["teacher"]), ema=ema_arg(manifest["ema"]))
     if fingerprint(model) != manifest["teacher_fingerprint"]:
         raise KakusanError(f"the teacher {manifest['teacher']} is not the one that made {folder} (its weights differ)")
+    model.set_precision(manifest.get("precision", "fp32"))
     make_denoise = guide_from_spec(model, manifest["guide"], manifest["guidance"],
                                    tuple(manifest["interval"]) if manifest["interval"] else None,
                                    ema_arg(manifest["guide_ema"]))

@@ -8,7 +8,6 @@ non-saturating loss of the conditional discriminator (sec. 3.3). ``gan_weight = 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,54 +18,13 @@ from ..diffusion.process import OneStep
 from ..diffusion.samplers import nfe_of
 from ..diffusion.training import DenoiserObjective
 from ..models import model_folder
-from ..train import LoopConfig, TrainLoop
+from ..train import TrainLoop
 from ..train.loop import check_run_folder
 from ..utils import io
+from .config import DistillConfig
 from .discriminator import Discriminator, discriminator_loss, generator_gan_loss
 from .pairs import ema_arg, fingerprint, load_pairs
 from .perceptual import EnsembledPerceptualLoss
-
-LOSSES = ("perceptual", "mse")
-
-
-@dataclass
-class DistillConfig(LoopConfig):
-    pairs: str = ""  # the pair-set folder (it names its teacher)
-    init: str = ""  # start the student from this student's weights (same teacher), e.g. a perceptual-only run
-    loss: str = "perceptual"  # perceptual | mse
-    l1: float = 0.0  # weight of an L1 term beside the perceptual loss
-    gan_weight: float = 0.05  # weight of the discriminator's loss for the student; 0: no discriminator
-    lr_disc: float = 2e-4
-    r1_gamma: float = 0.1  # 0: no R1
-    r1_every: int = 16
-    mix_and_match: bool = True
-    disc_z: bool = True  # the discriminator sees z through its zero-initialised branch
-    disc_sigma: float = 0.5  # the noise level at which the discriminator's UNet runs
-    # the loop's defaults, changed for a GAN: no warm-up beyond a short one, Adam betas of StyleGAN
-    batch_size: int = 32
-    lr: float = 2e-5
-    warmup_kimg: float = 0.5
-    adam_betas: tuple[float, float] = (0.0, 0.99)
-    ema_stds: list = None
-    kimg: float = 20.0
-    sample_kimg: float = 2.0
-    checkpoint_kimg: float = 2.0
-    sample_grid: int = 20
-
-    def __post_init__(self):
-        if self.ema_stds is None:
-            self.ema_stds = [0.05, 0.10]
-
-    def validate(self):
-        super().validate()
-        checks = [(bool(self.pairs), "pairs: the folder of a pair set is needed"),
-                  (self.loss in LOSSES, f"loss must be {' or '.join(LOSSES)}"),
-                  (self.gan_weight >= 0 and self.r1_gamma >= 0 and self.l1 >= 0, "weights must be >= 0"),
-                  (self.r1_every >= 1, "r1_every must be >= 1")]
-        for ok, message in checks:
-            if not ok:
-                raise KakusanError(message)
-        return self
 
 
 class DistillObjective(DenoiserObjective):

@@ -31,7 +31,7 @@ def in_interval(sigma: float, interval: tuple[float, float] | None) -> bool:
 
 def make_guided(main: Callable, guide: Callable | None, w: float, interval: tuple[float, float] | None = None,
                 null_cond: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable:
-    """``make(cond) -> denoise(x, sigma)`` for :func:`kakusan.diffusion.generate`'s ``make_denoise`` hook.
+    """``make(cond) -> denoise(x, sigma)`` for :func:`kakusan.diffusion.generation`'s ``make_denoise`` hook.
 
     ``guide=None`` means classifier-free guidance with ``main`` itself under ``null_cond(cond)``, the null condition
     shaped like ``cond`` (both halves are then evaluated in one batched call); otherwise the guide is called with the
@@ -55,7 +55,7 @@ def make_guided(main: Callable, guide: Callable | None, w: float, interval: tupl
 
 
 def guide_from_spec(main, guide, w: float, interval=None, guide_ema="auto"):
-    """The ``make_denoise`` hook for :func:`kakusan.diffusion.generate` from user-level options: None without
+    """The ``make_denoise`` hook for :func:`kakusan.diffusion.generation` from user-level options: None without
     guidance; classifier-free guidance for ``guide='uncond'``; otherwise ``guide`` is a model folder or shipped name
     (autoguidance), which must share the main model's conditioning, image shape and classes."""
     if not math.isfinite(w):
@@ -81,6 +81,7 @@ def load_guide(main, guide, guide_ema="auto"):
     from ..diffusion.denoiser import Denoiser
 
     g = Denoiser.from_pretrained(guide, ema=guide_ema)
+    g.precision = main.precision  # both networks of a guided step run in one precision
     key = lambda m: (m.cond_type, m.image_shape, m.num_classes)  # noqa: E731
     if key(main) != key(g):
         raise KakusanError(f"guide {guide} does not match the main model: conditioning, image shape, classes "
@@ -120,3 +121,21 @@ def tuned_guidance(model, kind: str = "autoguidance", sampling: str | None = Non
             "interval": tuple(interval) if interval else None, "ema": str(t.get("ema", "auto")),
             "guide_ema": str(t.get("guide_ema", "auto")), "note": str(t.get("note", "")), "tuned_for": tuned_for,
             "tuned_samplings": ["default", *by]}
+
+
+def autoguidance_options(model, *, sampler: str | None = None, nfe: int | None = None, ema: str = "auto",
+                         guide_ema: str = "auto", guide=None, guidance: float = 1.0, interval=None) -> dict:
+    """The sampling options of a model's tuned autoguidance (``kakusan sample --autoguidance``): guide, w, interval
+    and EMAs from its ``guidance.json``, for ``sampler:nfe`` where one is tuned for it (else the model's default
+    sampler's, with a ``note`` saying so). An EMA the user chose explicitly wins; a guide, w or interval is refused,
+    as the tuned setting is their choice."""
+    if guide is not None or guidance != 1 or interval is not None:
+        raise KakusanError("--autoguidance sets the guide, w and interval itself: drop --guide, --guidance and "
+                           "--interval")
+    asked = f"{sampler}:{nfe}" if sampler and nfe else None
+    t = tuned_guidance(model, sampling=asked)
+    note = (f"no autoguidance tuned for {asked}; using the one tuned for the model's default sampler (tuned: "
+            f"{', '.join(t['tuned_samplings'])})") if asked and t["tuned_for"] != asked else None
+    return {"guide": t["guide"], "guidance": t["w"], "interval": t["interval"],
+            "guide_ema": t["guide_ema"] if guide_ema == "auto" else guide_ema,
+            "ema": t["ema"] if ema == "auto" else ema, "note": note}

@@ -163,6 +163,6 @@ def plot_sweep(rows: list[Row], path: Path, n: int, reference: str = "split") ->
             ax.grid(alpha=0.3)
         ax_fd.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    io.write_figure(fig, path)
     plt.close(fig)
     return path

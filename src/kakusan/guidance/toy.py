@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -29,6 +28,7 @@ from ..diffusion.training import DenoiserObjective
 from ..nets import MLPConfig, MLPNet
 from ..train import LoopConfig, TrainLoop
 from ..train.checkpoint import has_checkpoint
+from ..utils import io
 from .guided import make_guided
 from .tree import Tree, toy_classes
 
@@ -112,8 +112,9 @@ def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: i
             tree: str = "paper", batch: int = 4096, lr: float = 1e-2, ema_std: float = 0.01,
             progress: bool = True) -> dict:
     """Train the three toy models on the ``tree`` layout (paper | kakusan, see :mod:`.tree`) with ``batch``, ``lr``
-    and EMA length ``ema_std`` (all three models), sample every method at every w, write samples (.npz), figure and
-    metrics. A run folder per model and recipe is kept under ``out/runs`` and reused by a rerun."""
+    and EMA length ``ema_std`` (all three models), sample every method at every w, write samples (samples_*.npz),
+    figure (toy.png) and metrics (metrics.json, the dict returned). A run folder per model and recipe is kept under
+    ``out/runs`` and reused by a rerun."""
     from .toy_plot import plot_toy
 
     out = Path(out)
@@ -140,7 +141,7 @@ def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: i
             samples[f"{method}_w{w:g}"] = x
             result[method].append({"w": w, **toy_metrics(tree, x, threshold)})
     for name, x in samples.items():
-        np.savez_compressed(out / f"samples_{name}.npz", samples=x.numpy())
+        io.write_npz(out / f"samples_{name}.npz", {"samples": x.numpy()})
     figure = plot_toy(tree, threshold, {"ground truth (exact score)": samples["exact"],
                                         "no guidance": samples["none"],
                                         f"CFG, w={fig_w:g}": samples.get(f"cfg_w{fig_w:g}", samples["none"]),
@@ -149,4 +150,5 @@ def run_toy(out: str | Path, *, ws=(1.5, 2.0, 2.5, 3.0), n: int = 16384, seed: i
                       out / "toy.png")
     result.update({"tree": layout, "recipe": {"batch": batch, "lr": lr, "ema_std": ema_std},
                    "threshold_logp": threshold, "n": n, "figure": str(figure), "wall_s": round(time.time() - t0, 1)})
+    io.write_json(result, out / "metrics.json")
     return result

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ..utils import io  # noqa: E402
 from .tree import Tree  # noqa: E402
 
 
@@ -32,6 +33,6 @@ def plot_toy(tree: Tree, threshold: float, panels: dict[str, torch.Tensor], path
         ax.set_yticks([])
     fig.suptitle("class A of the fractal-tree mixture: samples (red) over the 99%-mass region (blue)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    io.write_figure(fig, path)
     plt.close(fig)
     return Path(path)

@@ -20,8 +20,6 @@ DDPM-process model uses its own schedule at t.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 
@@ -30,37 +28,9 @@ from ..diffusion import schedules
 from ..diffusion.process import DDPMProcess
 from ..diffusion.samplers import sample_ddim
 from .attention import Probe, attention_layers, probed, resolve_layer
+from .settings import EmerDiffSettings
 
 SD_ALPHAS = schedules.alphas_cumprod(schedules.ddpm_betas("scaled_linear", 1000, 0.00085, 0.012))
-
-
-@dataclass
-class EmerDiffSettings:
-    k: int = 6  # number of segments (k-means clusters)
-    t_f: float = 1.0  # timestep of the feature pass (of 1000; the paper's t_f = 1)
-    t_m: float = 281.0  # timestep the modulated denoising starts from (the paper's 281)
-    lam: float = 10.0  # modulation strength lambda
-    feature_layer: str = "auto"  # cross-attention layer of the queries; auto: first of the lowest-resolution up block
-    mod_layer: str = "auto"  # the layer modulated; auto: the third cross-attention layer of the feature layer's block
-    replay: bool = True  # replay the unmodulated run's attention maps in the modulated runs
-    steps: int = 5  # DDIM steps from t_m to 0
-    smooth: float = 1.0  # std (pixels) of the Gaussian that smooths the difference maps; 0: none
-    seed: int = 0  # noise and k-means
-    sigma_data: float | None = None  # data scale for the time mapping; None: 0.5, or 1 for a latent model
-
-    def validate(self) -> "EmerDiffSettings":
-        if self.k < 2:
-            raise KakusanError(f"k must be >= 2 (got {self.k})")
-        for name in ("t_f", "t_m"):
-            t = getattr(self, name)
-            if not 0 <= t <= 999:
-                raise KakusanError(f"{name.replace('_', '-')} = {t:g} is outside the schedule [0, 999]")
-        if self.steps < 1 or self.smooth < 0 or self.lam < 0:
-            raise KakusanError("steps must be >= 1, smooth and lambda >= 0")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sigma_at(model, t: float, sigma_data: float) -> float:

@@ -11,7 +11,8 @@ from ..data import center_square, read_image_file
 from ..sampling import sentence
 from ..utils import io
 from ..utils.images import save_array_png
-from .emerdiff import EmerDiffSettings, segment_image
+from .emerdiff import segment_image
+from .settings import EmerDiffSettings
 
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128],
@@ -73,19 +74,16 @@ def overlay_figure(image: torch.Tensor, result: dict, path: Path, title: str = "
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    import io as _io
-
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
+    io.write_figure(fig, path)
     plt.close(fig)
-    io.write_bytes(buf.getvalue(), path)
 
 
 def segment_files(images: list[str | Path], out: str | Path, *, model: str | None = None, sd: str | None = None,
                   prompt: str = "", tokens: str | None = None, settings: EmerDiffSettings | None = None,
-                  progress: bool = True) -> dict:
+                  precision: str = "auto", progress: bool = True) -> dict:
     """Segment each image file; writes ``NAME.labels.png`` (colours), ``NAME.labels.npy`` (ids), ``NAME.overlay.png``
-    and ``segment.json`` (the settings) into ``out``."""
+    and ``segment.json`` (the settings) into ``out``. The UNet runs in ``precision`` (auto: bf16 where the hardware
+    has it)."""
     from tqdm.auto import tqdm
 
     settings = (settings or EmerDiffSettings()).validate()
@@ -97,6 +95,7 @@ def segment_files(images: list[str | Path], out: str | Path, *, model: str | Non
             raise KakusanError(f"no such image: {p}")
     out = io.require_empty_output(out)
     denoiser, codec, cond, side, channels = load_subject(model, sd, prompt)
+    precision = denoiser.set_precision(precision)
     if tokens is not None:
         cond = sentence(tokens, denoiser)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +107,7 @@ def segment_files(images: list[str | Path], out: str | Path, *, model: str | Non
         io.write_bytes(_npy(result["labels"].cpu().numpy().astype(np.int16)), out / f"{p.stem}.labels.npy")
         overlay_figure(image, result, out / f"{p.stem}.overlay.png", title=p.name)
         written.append(p.stem)
-    summary = {"images": written, "out": str(out), "settings": settings.to_dict(),
+    summary = {"images": written, "out": str(out), "settings": settings.to_dict(), "precision": precision,
                "feature_layer": result["feature_layer"], "mod_layer": result["mod_layer"]}
     io.write_json(summary, out / "segment.json")
     return summary

@@ -1,23 +1,24 @@
-"""Training configurations: what every run of the generic loop has (:class:`LoopConfig`), and the denoiser training
-of the core and of cold diffusion (:class:`TrainConfig`). Stored as ``train_config.json`` in the run folder."""
+"""What every run of the generic loop has (:class:`LoopConfig`), stored as ``train_config.json`` in the run folder.
+Each objective extends it with its own fields (the denoiser's :class:`~kakusan.diffusion.train_config.TrainConfig`,
+the distillation's ``DistillConfig``); every field is an :func:`~kakusan.utils.options.option`, so the command line,
+``--config FILE`` and the JSON all read the same fields."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import KakusanError
-from ..cold import DEGRADATIONS, check_options
-from ..diffusion.schedules import BETA_SCHEDULES
-from ..nets import COND_TYPES, check_preset, check_time_conditioning
+from ..utils.configs import from_dict
+from ..utils.options import option
 from .ema import MAX_SIGMA_REL
 
-PROCESS_NAMES = ("edm", "ddpm", *DEGRADATIONS)
-# Pixel-space training beyond this is out of any budget this project targets (and a typo like 10000 would otherwise
-# ask the allocator for terabytes).
-MAX_IMAGE_SIZE = 1024
-# Only the training length may change when a run is resumed: anything else would make it a different run.
+# Only the training length (and where logs go) may change when a run is resumed: anything else would make it a
+# different run.
 RESUMABLE_CHANGES = ("kimg", "minutes")
+FREE_ON_RESUME = (*RESUMABLE_CHANGES, "log_with")
+OPTIMISE, BOOKS = "Length and optimisation", "Checkpoints, grids and logs"
 
 
 def _positive(v: float) -> bool:
@@ -29,24 +30,31 @@ def _positive(v: float) -> bool:
 class LoopConfig:
     """Bookkeeping and optimisation shared by every objective."""
 
-    batch_size: int = 64  # global batch, split across processes
-    kimg: float = 50.0  # training length in thousands of images
-    minutes: float | None = None  # optional wall-clock budget; stops (and saves) when reached
-    lr: float = 5e-4
-    warmup_kimg: float = 2.0
-    lr_decay_kimg: float | None = None  # inverse-sqrt decay after this many kimg (EDM2 eq. 16); None: constant
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.99)  # EDM2 (Karras et al. 2024, Table 1) uses beta_2 = 0.99
-    grad_clip: float = 1.0
-    ema_stds: list[float] = field(default_factory=lambda: [0.05, 0.10])
-    seed: int = 0
-    checkpoint_kimg: float = 5.0
-    sample_kimg: float = 10.0
-    log_kimg: float = 0.5
-    snapshot_kimg: list[float] = field(default_factory=list)
-    snapshot_every_kimg: float = 0.0  # periodic snapshots (post-hoc EMA reads them; 0: none), and one at the end
-    sample_grid: int = 64  # images in each periodic grid
-    log_with: str | None = None  # an accelerate tracker ("tensorboard", ...) besides metrics.jsonl
+    batch_size: int = option(64, "Global batch size (split across processes).", panel=OPTIMISE)
+    kimg: float = option(50.0, "Training length in thousands of images.", panel=OPTIMISE)
+    minutes: float | None = option(None, "Wall-clock budget; stops (with its final checkpoint and grid) within it.",
+                                   panel=OPTIMISE)
+    lr: float = option(5e-4, "AdamW learning rate.", panel=OPTIMISE)
+    warmup_kimg: float = option(2.0, "Linear warm-up length.", panel=OPTIMISE)
+    lr_decay_kimg: float | None = option(None, "Inverse-sqrt decay after this many kimg (EDM2 eq. 16).",
+                                         panel=OPTIMISE)
+    weight_decay: float = option(0.0, "AdamW weight decay.", panel=OPTIMISE)
+    adam_betas: tuple[float, float] = option((0.9, 0.99), "Adam beta_1,beta_2 (EDM2, Karras et al. 2024, Table 1).",
+                                             panel=OPTIMISE)
+    grad_clip: float = option(1.0, "Gradient-norm clip, 0 = off.", panel=OPTIMISE)
+    ema_stds: list[float] = option(factory=lambda: [0.05, 0.10], help="EMA lengths sigma_rel, comma-separated.",
+                                   flag="ema", panel=OPTIMISE)
+    seed: int = option(0, "Seed for init, data order and noise.", panel=OPTIMISE)
+    checkpoint_kimg: float = option(5.0, "Save the resumable checkpoint every N kimg.", panel=BOOKS)
+    sample_kimg: float = option(10.0, "Write a sample grid every N kimg.", panel=BOOKS)
+    log_kimg: float = option(0.5, "Log a metrics.jsonl row every N kimg.", panel=BOOKS)
+    snapshot_kimg: list[float] = option(factory=list, help="Keep model snapshots at these kimg, e.g. 3.1,50.",
+                                        panel=BOOKS)
+    snapshot_every_kimg: float = option(0.0, "Also keep a snapshot every N kimg and at the end, for post-hoc EMA "
+                                        "(`kakusan ema`); 0 = off.", panel=BOOKS)
+    sample_grid: int = option(64, "Images in each periodic grid.", panel=BOOKS)
+    log_with: str | None = option(None, "Also log to an accelerate tracker, e.g. tensorboard (needs that package).",
+                                  panel=BOOKS)
 
     def validate(self):
         checks = [
@@ -78,71 +86,28 @@ class LoopConfig:
 
     @classmethod
     def from_dict(cls, d: dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "adam_betas" in d:
-            d["adam_betas"] = tuple(d["adam_betas"])
-        return cls(**d)
+        """The config a ``train_config.json`` (or ``--config FILE``) holds; unknown keys are an error."""
+        try:
+            config = from_dict(cls, dict(d))
+        except ValueError as e:
+            raise KakusanError(f"not a valid {cls.__name__}: {e}") from None
+        config.adam_betas = tuple(config.adam_betas)
+        return config
 
     @classmethod
-    def resumed(cls, stored: dict, changes: dict):
-        """The stored config of a run with ``changes``, which may touch only the training length."""
-        changed = sorted(k for k in changes if k not in RESUMABLE_CHANGES)
-        if changed:
-            raise KakusanError(f"a resumed run may change only {' and '.join(RESUMABLE_CHANGES)} (got {changed})")
-        return cls.from_dict({**stored, "minutes": None, **changes})
+    def resumed(cls, stored: dict, given: dict):
+        """The stored config of a run, continued with the options ``given`` again: those equal to the run's are
+        accepted (a job script reruns its line with ``--resume``); only the training length may differ."""
+        old = cls.from_dict(stored).to_dict()
+        new = cls.from_dict({**old, **given}).to_dict()
+        differ = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                  if k not in FREE_ON_RESUME and _json(old.get(k)) != _json(new.get(k))]
+        if differ:
+            raise KakusanError(f"a resumed run may change only {' and '.join(RESUMABLE_CHANGES)}; these differ from "
+                               f"the run's: {'; '.join(differ)}")
+        return cls.from_dict({**old, "minutes": None, **given})
 
 
-@dataclass
-class TrainConfig(LoopConfig):
-    """A denoiser: data, network, forward process (Gaussian or a cold degradation), loss, speed options."""
-
-    # data
-    data: str = "mnist"
-    image_size: int = 32
-    channels: int | None = None  # None: the data set's own
-    # model
-    preset: str = "s"
-    time_conditioning: str = "add"  # add | scale-shift (ADM's AdaGN): how time and class enter the residual blocks
-    process: str = "edm"  # edm | ddpm | a cold degradation (blur, pixelate, mask, desaturate, snow, mix, noise)
-    beta_schedule: str = "linear"  # ddpm only
-    steps: int | None = None  # cold: number of degradation steps T (None: the degradation's default)
-    to_mean: bool = False  # cold blur: the last step is the flat per-channel mean (generation from a flat prior)
-    mix_source: str = "digits"  # cold mix: the data set mixed in
-    p_mean: float = -1.2  # edm: ln(sigma) ~ N(p_mean, p_std^2) during training (Karras et al. 2022, Table 1)
-    p_std: float = 1.2
-    loss: str = "auto"  # l2 | l1 | auto (l1 for cold degradations, as in the paper; l2 otherwise)
-    cond: str = "auto"  # auto (class if the data has labels) | none | class | tokens
-    label_dropout: float = 0.1  # probability of the null condition (classifier-free guidance)
-    # speed
-    precision: str = "fp32"  # fp32 | bf16
-    channels_last: bool = False
-    compile: bool = False
-
-    def validate(self) -> "TrainConfig":
-        super().validate()
-        check_preset(self.preset)
-        check_time_conditioning(self.time_conditioning)
-        if self.process not in PROCESS_NAMES:
-            raise KakusanError(f"unknown process {self.process!r}: choose one of {', '.join(PROCESS_NAMES)}")
-        if self.process in DEGRADATIONS or self.to_mean:
-            check_options(self.process, self.steps, self.to_mean)
-        checks = [
-            (8 <= self.image_size <= MAX_IMAGE_SIZE, f"image_size must be between 8 and {MAX_IMAGE_SIZE}"),
-            (self.channels in (None, 1, 3), "channels must be 1 or 3"),
-            (0 <= self.label_dropout < 1, "label_dropout must be in [0, 1)"),
-            (math.isfinite(self.p_mean), "p_mean must be a finite number"),
-            (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
-            (_positive(self.p_std), "p_std must be > 0"),
-            (self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16"),
-            (self.cond in ("auto", *COND_TYPES), f"cond must be auto, {', '.join(COND_TYPES)}"),
-            (self.beta_schedule in BETA_SCHEDULES, f"beta_schedule must be {' or '.join(BETA_SCHEDULES)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise KakusanError(message)
-        return self
-
-    @property
-    def cold(self) -> bool:
-        return self.process in DEGRADATIONS
+def _json(value):
+    """A value as the run's JSON holds it (tuples as lists), for comparing a stored setting with a given one."""
+    return json.loads(json.dumps(value))

@@ -28,7 +28,7 @@ from ..utils.plots import plot_loss
 from ..utils import io
 from ..utils.dist import use_cpu
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .config import RESUMABLE_CHANGES, LoopConfig
+from .config import FREE_ON_RESUME, RESUMABLE_CHANGES, LoopConfig
 from .ema import PowerEMA
 
 
@@ -121,8 +121,7 @@ def check_run_folder(run_dir: str | Path, resume: bool, config: LoopConfig) -> N
         raise KakusanError(f"nothing to resume: {run_dir} holds no run")
     if stored.is_file():
         old, new = io.read_json(stored), json.loads(json.dumps(config.to_dict()))
-        free = (*RESUMABLE_CHANGES, "log_with")  # the length, and where logs go, do not change the run
-        changed = sorted(k for k in set(old) | set(new) if k not in free and old.get(k) != new.get(k))
+        changed = sorted(k for k in set(old) | set(new) if k not in FREE_ON_RESUME and old.get(k) != new.get(k))
         if changed:
             raise KakusanError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); only "
                                f"{' and '.join(RESUMABLE_CHANGES)} may change when it is resumed")

@@ -45,3 +45,27 @@ def from_dict(cls, values: dict):
         if not _fits(value, hints.get(key, typing.Any)):
             raise ValueError(f"{key} = {value!r} is not a {hints[key]}")
     return cls(**values)
+
+
+def class_path(cls) -> str:
+    """``module:QualName`` of a class: what a config stores so that loading knows what to build (as diffusers'
+    ``_class_name`` and edm2's ``class_name``)."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def import_class(path: str, base: type):
+    """The class a config names by :func:`class_path`, imported on demand. Only kakusan's own modules are imported,
+    and the class must derive from ``base``: a config file can choose among kakusan's classes, never run other code.
+    Raises ``ValueError`` with the reason (the caller names the file)."""
+    import importlib
+
+    module, _, name = str(path).partition(":")
+    if not name or not (module == "kakusan" or module.startswith("kakusan.")):
+        raise ValueError(f"class_name {path!r} is not a kakusan class (expected 'kakusan.<module>:<Class>')")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"class_name {path!r} names no class of this kakusan version") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"class_name {path!r} is not a {base.__name__}")
+    return cls

@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 
 CHECKSUM_KEY = "kakusan.sha256"
@@ -120,7 +121,9 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     """Write ``tensors`` atomically, with their checksum in the metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {**(metadata or {}), CHECKSUM_KEY: tensors_digest(tensors)}
-    _atomic_replace(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    # serialised in memory, then written by this module's one write path: a full disk is an OSError like any other
+    # write's (safetensors' own file writer reports it as a SafetensorError)
+    write_bytes(safetensors_bytes(tensors, metadata=metadata), path)
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -199,6 +202,13 @@ def write_npz(path: str | Path, arrays: dict, stream: tuple | None = None) -> No
 
 def write_bytes(data: bytes, path: str | Path) -> None:
     _atomic_replace(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_figure(fig, path: str | Path, **savefig) -> None:
+    """A matplotlib figure as an image file (format from the suffix), written atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **savefig)
+    write_bytes(buf.getvalue(), path)
 
 
 def write_text(text: str, path: str | Path) -> None:

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import io  # noqa: E402
+
 
 def plot_loss(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
     """Every logged loss (keys starting with "loss") and its running mean against thousands of images seen."""
@@ -32,6 +34,6 @@ def plot_loss(metrics_jsonl: str | Path, out_png: str | Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_png)
+    io.write_figure(fig, out_png)
     plt.close(fig)
     return Path(out_png)

@@ -1,0 +1,48 @@
+"""The configuration of a distillation run (Diffusion2GAN): the loop's fields with a GAN's defaults, and the losses'."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import KakusanError
+from ..train.config import LoopConfig
+from ..utils.options import option, redefault
+
+LOSSES = ("perceptual", "mse")
+GAN = "Distillation (Diffusion2GAN)"
+
+
+@dataclass
+class DistillConfig(LoopConfig):
+    pairs: str = option("", "Pair set from `kakusan distill pairs` (it names its teacher).", panel=GAN,
+                        shown="required")
+    init: str = option("", "Start the student from this student's weights (same teacher), e.g. a perceptual-only run "
+                       "before adding the GAN.", panel=GAN, shown="the teacher's")
+    loss: str = option("perceptual", "Reconstruction loss: perceptual (ensembled) | mse.", panel=GAN)
+    l1: float = option(0.0, "Weight of an L1 term beside the perceptual loss.", panel=GAN)
+    gan_weight: float = option(0.05, "Weight of the conditional GAN loss; 0 = no discriminator.", panel=GAN)
+    lr_disc: float = option(2e-4, "Discriminator learning rate.", panel=GAN)
+    r1_gamma: float = option(0.1, "R1 weight on real pairs, 0 = off.", panel=GAN)
+    r1_every: int = option(16, "Apply R1 every N discriminator steps (lazy regularisation).", panel=GAN)
+    mix_and_match: bool = option(True, "Wrong-z and wrong-c negatives for the discriminator.", panel=GAN)
+    disc_z: bool = option(True, "The discriminator sees z (through a zero-initialised branch).", panel=GAN)
+    disc_sigma: float = option(0.5, "The noise level at which the discriminator's UNet runs.", panel=GAN)
+    # the loop's defaults, changed for a GAN: no warm-up beyond a short one, Adam betas of StyleGAN
+    batch_size: int = redefault(LoopConfig, "batch_size", 32)
+    lr: float = redefault(LoopConfig, "lr", 2e-5)
+    warmup_kimg: float = redefault(LoopConfig, "warmup_kimg", 0.5)
+    adam_betas: tuple[float, float] = redefault(LoopConfig, "adam_betas", (0.0, 0.99))
+    kimg: float = redefault(LoopConfig, "kimg", 20.0)
+    sample_kimg: float = redefault(LoopConfig, "sample_kimg", 2.0)
+    checkpoint_kimg: float = redefault(LoopConfig, "checkpoint_kimg", 2.0)
+    sample_grid: int = redefault(LoopConfig, "sample_grid", 20)
+
+    def validate(self):
+        super().validate()
+        checks = [(bool(self.pairs), "pairs: the folder of a pair set is needed"),
+                  (self.loss in LOSSES, f"loss must be {' or '.join(LOSSES)}"),
+                  (self.gan_weight >= 0 and self.r1_gamma >= 0 and self.l1 >= 0, "weights must be >= 0"),
+                  (self.r1_every >= 1, "r1_every must be >= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise KakusanError(message)
+        return self

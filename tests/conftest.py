@@ -5,6 +5,11 @@ import pytest
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~3 s on 2 cores; `make test-fast` (pytest -m \"not "
+                            "slow\") leaves it out, `make test` runs it")
+
+
 @pytest.fixture
 def tiny_config():
     """A training configuration small enough for a test: xs net, 16x16 MNIST, batch 16."""

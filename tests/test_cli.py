@@ -128,6 +128,7 @@ def test_bad_sample_inputs(run, tmp_path):
     assert invoke("info", tmp_path).exit_code == 2
 
 
+@pytest.mark.slow
 def test_resume_extends_a_run(run, tmp_path):
     import shutil
     copy = tmp_path / "copy"

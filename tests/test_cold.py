@@ -136,6 +136,7 @@ def test_flat_prior_generation_telescopes_and_is_seeded():
 
 
 # --- training and the command line ------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,extra", [("blur", {"to_mean": True, "steps": 5}), ("mask", {"steps": 5}),
                                         ("mix", {"steps": 5}), ("pixelate", {})])
 def test_cold_models_train_save_load_and_restore(tmp_path, tiny_config, kind, extra):
@@ -155,6 +156,7 @@ def test_cold_models_train_save_load_and_restore(tmp_path, tiny_config, kind, ex
     assert all(v.shape == clean.shape and torch.isfinite(v).all() for v in rows.values())
 
 
+@pytest.mark.slow
 def test_a_resumed_cold_run_equals_an_uninterrupted_one(tmp_path, tiny_config):
     from kakusan.diffusion.training import Trainer
     from kakusan.utils import io
@@ -171,6 +173,7 @@ def test_a_resumed_cold_run_equals_an_uninterrupted_one(tmp_path, tiny_config):
         assert all(torch.equal(x[k], y[k]) for k in x), f
 
 
+@pytest.mark.slow
 def test_l1_is_the_default_loss_of_cold_models(tiny_config, tmp_path):
     from kakusan.diffusion.training import DiffusionObjective
 
@@ -179,6 +182,7 @@ def test_l1_is_the_default_loss_of_cold_models(tiny_config, tmp_path):
     assert not DiffusionObjective(tiny_config(process="blur", loss="l2")).l1
 
 
+@pytest.mark.slow
 def test_cli_restore_and_generate(tmp_path):
     from typer.testing import CliRunner
 

@@ -58,6 +58,7 @@ def remount(disk, mode):
     subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_keeps_the_last_checkpoint_and_resumes_once_there_is_room(disk):
     run = disk / "run"
     assert invoke("train", "--out", run, "--kimg", "0.032", *TINY).exit_code == 0
@@ -71,6 +72,7 @@ def test_training_on_a_full_disk_keeps_the_last_checkpoint_and_resumes_once_ther
     assert io.read_json(run / "checkpoint" / "train_state.json")["images_seen"] == 64
 
 
+@pytest.mark.slow
 def test_a_read_only_disk_is_one_line_and_nothing_changes(disk):
     run = disk / "run"
     assert invoke("train", "--out", run, "--kimg", "0.032", *TINY).exit_code == 0
@@ -115,6 +117,7 @@ def test_a_disk_that_fills_during_sampling_keeps_the_finished_chunks_and_resume_
     assert np.array_equal(np.load(out / "samples.npz")["images"], np.load(tmp_path / "clean" / "samples.npz")["images"])
 
 
+@pytest.mark.slow
 def test_training_whose_checkpoint_write_fails_keeps_the_last_good_one(tmp_path, monkeypatch):
     run = tmp_path / "run"
     assert invoke("train", "--out", run, "--kimg", "0.032", *TINY).exit_code == 0

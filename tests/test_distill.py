@@ -191,6 +191,7 @@ def distill_config(pair_set, **kw):
                                    checkpoint_kimg=0.008, sample_kimg=1, log_kimg=0.004, r1_every=2), **kw})
 
 
+@pytest.mark.slow
 def test_distil_train_n_steps_equals_half_plus_resume_plus_half(pair_set, tmp_path, monkeypatch):
     from kakusan.distill.train import resume_student, train_student
     from kakusan.utils import io

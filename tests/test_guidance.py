@@ -43,6 +43,7 @@ def test_exact_guidance_equals_the_tilted_score():
             assert torch.allclose((d_w - x.detach()) / sigma**2, grad, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cfg_batches_both_halves_into_one_call_and_matches_two_calls():
     from kakusan.diffusion.denoiser import Denoiser
     from kakusan.diffusion.process import EDMProcess
@@ -98,6 +99,7 @@ def test_a_guide_that_does_not_match_the_main_model_is_refused(tmp_path):
         guide_from_spec(cold, "uncond", 2.0)
 
 
+@pytest.mark.slow
 def test_guidance_sweep_scores_every_setting_on_shared_seeds(tmp_path):
     """guide x guide EMA product, CFG without a guide EMA, one unguided row shared by all, a spread on every FD,
     one CSV row per (setting, sampling, w), and the JSON last line."""
@@ -196,6 +198,7 @@ def test_paired_summary_ratios_and_gaps_use_the_paired_resamplings():
     assert p["cfg"]["gap_std"] == pytest.approx(float((0.25 * noise).std()))
 
 
+@pytest.mark.slow
 def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_path):
     """From the stored features alone: 'split' gives the sweep's own numbers back, 'all' scores against every real
     image, two runs on the same seeds pair row for row; runs that cannot pair, a folder that is no sweep and an
@@ -256,6 +259,7 @@ def test_guidance_rescore_reproduces_a_sweep_and_pairs_runs_side_by_side(tmp_pat
     assert (run / "sweep.csv").read_bytes() == csv_before
 
 
+@pytest.mark.slow
 def test_guidance_rescore_pools_runs_on_disjoint_seeds_into_one_sample_set(tmp_path):
     """Two sweeps on seeds 0-9 and 10-19, pooled as RUN+RUN, score exactly as one sweep on seeds 0-19 (the same
     samples, the same bootstrap), class accuracy weighted by n; pools pair with pools on the same seed ranges."""
@@ -284,6 +288,7 @@ def test_guidance_rescore_pools_runs_on_disjoint_seeds_into_one_sample_set(tmp_p
         rescore([f"{a}+{b3}"], tmp_path / "mixed", bootstrap=10, progress=False)
 
 
+@pytest.mark.slow
 def test_a_killed_guidance_sweep_resumes_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
     """Parts of CHUNK samples are kept while a sweep runs: a sweep killed after some parts, resumed, samples only
     the missing parts and writes the same files as one never stopped; a finished or interrupted folder is never

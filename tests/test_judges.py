@@ -51,6 +51,7 @@ def test_the_panel_ships_judges_of_every_kind_each_with_a_card(panel):
     assert len(splits) == sum("split" in j.card for j in panel)  # every trained judge has a split of its own
 
 
+@pytest.mark.slow
 def test_no_judge_is_a_linear_map_of_another(panel, mnist):
     """Mean canonical correlation of two judges' features on 2,000 real digits: below 0.99 for every pair, and 1 for
     a judge that is a linear map of another (the test's own positive control)."""
@@ -64,6 +65,7 @@ def test_no_judge_is_a_linear_map_of_another(panel, mnist):
             assert canonical_correlations(feats[a], feats[b]).mean() < 0.99, (a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [200, 400])
 def test_each_judge_floor_is_at_the_samples_n(panel, split, n):
     real, real_labels, held, labels = split
@@ -88,6 +90,7 @@ def test_verdict_threshold_is_in_spreads():
     assert verdict({"a": 1.5, "b": 1.5}, beyond=2) == "inside the spread" and verdict({"a": 2.1}, beyond=2) == "holds"
 
 
+@pytest.mark.slow
 def test_compare_real_digits_beat_blurred_ones_under_every_judge(panel, split):
     real, real_labels, held, labels = split
     held, labels = held[:500], labels[:500]
@@ -113,6 +116,7 @@ def test_an_unknown_judge_is_one_clear_error():
         load_judge("lenet")
 
 
+@pytest.mark.slow
 def test_train_judge_writes_a_loadable_judge_with_its_card(tmp_path):
     from kakusan.metrics.judges import train_judge
 
@@ -144,6 +148,7 @@ def sample_sets(tmp_path_factory, split):
     return folder
 
 
+@pytest.mark.slow
 def test_eval_prints_one_row_per_judge_and_judge_picks_one(sample_sets, tmp_path):
     r = kakusan("eval", sample_sets / "real.npz", "--bootstrap", "5", "--csv", tmp_path / "rows.csv")
     assert r.returncode == 0, r.stderr
@@ -156,6 +161,7 @@ def test_eval_prints_one_row_per_judge_and_judge_picks_one(sample_sets, tmp_path
     assert [row["judge"] for row in json.loads(r.stdout.strip().splitlines()[-1])["rows"]] == ["pixels"]
 
 
+@pytest.mark.slow
 def test_compare_command_writes_its_table_and_verdict(sample_sets, tmp_path):
     r = kakusan("compare", f"real={sample_sets / 'real.npz'}", f"noisy={sample_sets / 'noisy.npz'}",
                 "--bootstrap", "10", "--out", tmp_path / "cmp")
@@ -166,6 +172,7 @@ def test_compare_command_writes_its_table_and_verdict(sample_sets, tmp_path):
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["sets"]["noisy"].endswith("noisy.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["eval", "SETS/real.npz", "--judge", "lenet"], "unknown judge 'lenet'"),
     (["compare", "SETS/real.npz"], "at least two sample sets"),

@@ -26,6 +26,7 @@ def mnist():
     return d
 
 
+@pytest.mark.slow
 def test_identical_sets_score_zero(net, mnist):
     f, _ = extract(net, mnist.images[:500])
     g, _ = extract(net, mnist.images[500:1000])
@@ -36,6 +37,7 @@ def test_identical_sets_score_zero(net, mnist):
     assert precision_recall(f, f) == (1.0, 1.0)
 
 
+@pytest.mark.slow
 def test_fd_and_kid_grow_monotonically_with_noise(net, mnist):
     g = torch.Generator().manual_seed(0)
     ref, _ = extract(net, mnist.images[:500])
@@ -82,6 +84,7 @@ def test_halves_stratified_by_class_keep_the_sets_proportions_exactly():
         disjoint_halves(len(labels), half + 1, labels=labels)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_floor_and_class_accuracy(net, mnist):
     idx = torch.arange(4000, 4300)
     r = evaluate(net, mnist.images[idx], mnist.images[:4000], mnist.labels[idx])
@@ -99,6 +102,7 @@ def test_evaluate_does_not_warn_about_torchmetrics_feature_buffers_and_the_filte
     assert len(buffer_warnings()) == 1  # silenced where the metrics are made, not by a global filter
 
 
+@pytest.mark.slow
 def test_eval_cli_on_npz_and_errors(tmp_path, mnist):
     from typer.testing import CliRunner
 
@@ -163,6 +167,7 @@ def test_fd_bootstrap_resampling_the_reference_too_keeps_the_sample_draws_and_pa
     assert both.std() > fixed.std()
 
 
+@pytest.mark.slow
 def test_evaluate_against_all_real_images_uses_the_whole_set_and_more_than_half_of_it(net, mnist):
     """reference='all': the FD is against every real image's features, n may exceed half the set (refused with a
     one-line error for 'split'), the floor is two disjoint halves of at most half, and the spread resamples both."""

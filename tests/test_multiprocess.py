@@ -53,6 +53,7 @@ def reference(tmp_path_factory):
     return weights(root / "half"), weights(root / "full")
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_same_run_and_only_the_main_one_writes(tmp_path, reference):
     summary = launch("train", "--out", tmp_path / "run", "--kimg", "0.064", *TINY)
     assert summary["processes"] == 2 and summary["replicas_identical"]
@@ -66,6 +67,7 @@ def test_two_processes_train_the_same_run_and_only_the_main_one_writes(tmp_path,
     assert close(got, half)  # the same run up to float rounding of the gradient all-reduce
 
 
+@pytest.mark.slow
 def test_a_run_moves_between_one_and_two_processes_when_resumed(tmp_path, reference):
     half, full = reference
     launch("train", "--out", tmp_path / "a", "--kimg", "0.064", *TINY)  # 2 processes, then 1

@@ -101,6 +101,7 @@ print(json.dumps(out.flatten().tolist()))
 """
 
 
+@pytest.mark.slow
 def test_a_shipped_model_opens_with_diffusers_alone_and_computes_what_kakusan_computes():
     from kakusan.zoo import ZOO_DIR
 

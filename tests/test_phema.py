@@ -78,6 +78,7 @@ def _toy_run(path, stds, every=0.5):
     TrainLoop(objective, config, path, progress=False).train()
 
 
+@pytest.mark.slow
 def test_posthoc_ema_of_a_run_matches_the_ema_tracked_in_training(tmp_path):
     """Two runs that differ only in the EMAs they track (EMAs do not touch training): the 0.07 rebuilt from the
     first run's snapshots matches the 0.07 the second run tracked; the result loads as an ordinary weight set,

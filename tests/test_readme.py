@@ -15,6 +15,7 @@ def test_the_readme_has_python_snippets():
     assert len(SNIPPETS) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
 def test_readme_snippet_runs_as_written(index, tmp_path):
     r = subprocess.run([sys.executable, "-c", SNIPPETS[index]], cwd=tmp_path, capture_output=True, text=True,

@@ -86,6 +86,7 @@ def test_a_failure_before_the_first_chunk_leaves_no_folder(model, tmp_path, monk
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_same_bytes_as_one(model, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     if not os.path.exists(torchrun):

@@ -101,6 +101,7 @@ def test_matched_iou_ignores_label_names_and_penalises_merges():
     assert matched_iou(merged, gt) == pytest.approx((0.5 + 0 + 1) / 3)
 
 
+@pytest.mark.slow
 def test_digit_scenes_are_deterministic_with_segments_from_the_strokes():
     from kakusan.data import load_dataset
     from kakusan.data.scenes import make_scenes, scene_words
@@ -176,6 +177,7 @@ def test_a_stable_diffusion_folder_segments_photos_through_the_cli(tmp_path):
     assert r.exit_code == 2 and "not empty" in r.output  # an earlier result is never overwritten
 
 
+@pytest.mark.slow
 def test_a_token_model_trains_on_digit_scenes_with_their_sentences(tmp_path):
     from kakusan.diffusion.training import Trainer
     from kakusan.train import TrainConfig

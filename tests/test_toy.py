@@ -43,6 +43,7 @@ def test_paper_tree_follows_the_reference_construction():
         toy_classes(layout="oak")
 
 
+@pytest.mark.slow
 def test_exact_score_sampler_hits_the_99_percent_contour_and_every_branch():
     tree = toy_classes()["A"]
     threshold = outlier_threshold(tree)
@@ -54,3 +55,19 @@ def test_exact_score_sampler_hits_the_99_percent_contour_and_every_branch():
     trunk = tree.mixture.means[:8].float()[torch.randint(0, 8, (4000,))]
     collapsed = toy_metrics(tree, trunk, threshold)
     assert collapsed["coverage_tv"] > 0.5 and collapsed["branches_missed"] > 100
+
+
+def test_run_toy_writes_the_metrics_it_returns(tmp_path, monkeypatch):
+    """run_toy writes metrics.json itself (the CLI only prints it). The 99%-mass contour and the figure's density
+    grid (~25 s between them) are stood in for: what is tested is which files the run leaves."""
+    import json
+
+    from kakusan.guidance import toy, toy_plot
+
+    monkeypatch.setattr(toy, "outlier_threshold", lambda tree: -3.0)
+    monkeypatch.setattr(toy_plot, "plot_toy", lambda tree, threshold, panels, path: path.write_bytes(b"") or path)
+    result = toy.run_toy(tmp_path, ws=(2.0,), n=64, main_width=8, guide_width=4, main_iters=2, guide_iters=1,
+                         fig_w=2.0, batch=16, progress=False)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(result))
+    assert [r["w"] for r in result["cfg"]] == [r["w"] for r in result["autoguidance"]] == [2.0]
+    assert result["threshold_logp"] == -3.0 and (tmp_path / "samples_autoguidance_w2.npz").exists()

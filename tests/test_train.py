@@ -18,6 +18,7 @@ def weights(folder):
     return {str(p.relative_to(folder)): io.load_tensors(p) for p in sorted(folder.rglob("*.safetensors"))}
 
 
+@pytest.mark.slow
 def test_train_n_steps_equals_half_plus_resume_plus_half(tmp_path, tiny_config):
     Trainer(tiny_config(kimg=0.096), tmp_path / "full", progress=False).train()
     Trainer(tiny_config(kimg=0.048), tmp_path / "split", progress=False).train()
@@ -35,6 +36,7 @@ def test_train_n_steps_equals_half_plus_resume_plus_half(tmp_path, tiny_config):
     assert any(not torch.equal(init[k], raw[k.removeprefix("unet.")]) for k in init)
 
 
+@pytest.mark.slow
 def test_same_seed_same_samples_whatever_the_batch(tmp_path, tiny_config):
     Trainer(tiny_config(kimg=0.032), tmp_path / "run", progress=False).train()
     model = Denoiser.from_pretrained(tmp_path / "run" / "checkpoint")
@@ -51,6 +53,7 @@ def test_same_seed_same_samples_whatever_the_batch(tmp_path, tiny_config):
     assert torch.isfinite(a).all()
 
 
+@pytest.mark.slow
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_config):
     Trainer(tiny_config(kimg=0.032), tmp_path / "run", progress=False).train()
     before = tree_bytes(tmp_path / "run" / "checkpoint")
@@ -61,6 +64,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_config):
     assert tree_bytes(tmp_path / "run" / "checkpoint") == before
 
 
+@pytest.mark.slow
 def test_a_new_run_never_overwrites_an_existing_one(tmp_path, tiny_config):
     Trainer(tiny_config(kimg=0.016), tmp_path / "run", progress=False).train()
     before = tree_bytes(tmp_path / "run")
@@ -69,6 +73,7 @@ def test_a_new_run_never_overwrites_an_existing_one(tmp_path, tiny_config):
     assert tree_bytes(tmp_path / "run") == before
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_scratch_or_restarts(tmp_path, tiny_config):
     import json
 
@@ -89,6 +94,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_scratch_or_restar
         assert not list(run.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_resumed_log_has_each_row_once(tmp_path, tiny_config):
     import json
 
@@ -100,6 +106,7 @@ def test_resumed_log_has_each_row_once(tmp_path, tiny_config):
     assert kimgs == sorted(set(kimgs)) and kimgs[-1] == 0.096  # the row past the checkpoint was dropped
 
 
+@pytest.mark.slow
 def test_snapshots_and_run_folder_layout(tmp_path, tiny_config):
     Trainer(tiny_config(kimg=0.064, snapshot_kimg=[0.032], sample_kimg=0.064), tmp_path / "run", progress=False).train()
     run = tmp_path / "run"
@@ -111,6 +118,7 @@ def test_snapshots_and_run_folder_layout(tmp_path, tiny_config):
     assert final.info["images_seen"] == 64 and final.info["ema_stds"] == [0.05, 0.1]
 
 
+@pytest.mark.slow
 def test_snapshots_and_sample_grids_leave_the_training_trajectory_untouched(tmp_path, tiny_config):
     """Post-hoc EMA relies on this: a run repeated with snapshots (and grids) is the same run, bit for bit."""
     Trainer(tiny_config(kimg=0.064, sample_kimg=1), tmp_path / "plain", progress=False).train()
@@ -140,6 +148,16 @@ def test_power_ema_profile_has_the_requested_relative_std():
 
 def test_power_ema_tracks_a_constant_and_averages_a_ramp():
     net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(-5.0)  # the EMA's starting copy, far from the constant
+    ema = PowerEMA(net, [0.05, 0.1])
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    for step in range(1, 51):  # beta = 0 at the first update, so every EMA is the constant from then on
+        ema.update(net, step, 1)
+        assert [float(w["weight"]) for w in ema.weights.values()] == pytest.approx([3.0, 3.0], abs=1e-6)
+
+    net = torch.nn.Linear(1, 1, bias=False)
     ema = PowerEMA(net, [0.1])
     for step in range(1, 101):
         with torch.no_grad():
@@ -149,6 +167,7 @@ def test_power_ema_tracks_a_constant_and_averages_a_ramp():
     assert 70 < avg < 100  # a weighted average of the ramp that favours recent values
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", [dict(cond="tokens"), dict(process="ddpm", cond="none"),
                                 dict(process="ddpm", beta_schedule="cosine")])
 def test_other_conditionings_and_processes_train_and_sample(tmp_path, tiny_config, kw):

@@ -59,6 +59,7 @@ def test_sample_shipped_model_by_name(tmp_path):
     assert json.loads(r.output.strip().splitlines()[-1])["n"] == 4
 
 
+@pytest.mark.slow
 def test_the_scene_model_reads_sentences_and_segments_a_held_out_scene(tmp_path):
     from kakusan.data import load_dataset
     from kakusan.sampling import sentence
@@ -72,6 +73,7 @@ def test_the_scene_model_reads_sentences_and_segments_a_held_out_scene(tmp_path)
     assert r["labels"].shape == (48, 48) and len(r["labels"].unique()) <= 4
 
 
+@pytest.mark.slow
 def test_shipped_model_samples_and_reports_with_its_default_few_step_setting(tmp_path):
     """mnist-s ships optimised grids and a default (DPM-Solver++(3M) on its grid, chosen by bench/nfe.py); sample and
     report use it, say why, and fall back to Karras' grid where no grid is stored for the asked number of steps."""

@@ -13,12 +13,12 @@ def pytest_configure(config):
 @pytest.fixture
 def tiny_config():
     """A training configuration small enough for a test: xs net, 16x16 MNIST, batch 16."""
-    from kakusan.train import TrainConfig
+    from kakusan.diffusion.training import TrainConfig
 
     def make(**kw):
         base = dict(data="mnist", image_size=16, preset="xs", batch_size=16, kimg=0.096, warmup_kimg=0.032,
                     checkpoint_kimg=0.032, sample_kimg=100, log_kimg=0.016, sample_grid=8)
-        return TrainConfig(**{**base, **kw})
+        return TrainConfig.from_options({**base, **kw})  # process options (steps, p_mean, ...) by name too
     return make
 
 

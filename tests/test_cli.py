@@ -26,7 +26,7 @@ def test_help(cmd):
 
 def test_help_keeps_the_defaults_in_square_brackets():
     r = invoke("train", "--help")
-    assert "[50]" in r.output and "[0.05,0.10]" in r.output  # not eaten as markup
+    assert "[50]" in r.output and "[0.05,0.1]" in r.output  # not eaten as markup
 
 
 def test_a_bug_is_one_line_with_exit_1_and_debug_shows_its_traceback(monkeypatch, tmp_path):

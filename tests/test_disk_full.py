@@ -130,3 +130,52 @@ def test_training_whose_checkpoint_write_fails_keeps_the_last_good_one(tmp_path,
     one_line_error(invoke("train", "--out", run, "--resume", "--kimg", "0.064", "--no-progress"), str(run),
                    "the disk is full")
     assert tree_bytes(run / "checkpoint") == kept
+
+
+# --- every writer, on a disk with a few kilobytes left -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Inputs of the writers, on the ordinary disk: a tiny run with snapshots, a cold restorer, a pair set."""
+    root = tmp_path_factory.mktemp("made")
+    assert invoke("train", "--out", root / "run", "--kimg", "0.032", "--snapshot-every-kimg", "0.016",
+                  *TINY).exit_code == 0
+    assert invoke("train", "--out", root / "cold", "--process", "blur", "--steps", "3", "--kimg", "0.016",
+                  *TINY).exit_code == 0
+    return root
+
+
+def nearly_fill(disk, room=16 << 10):
+    """Fill ``disk`` but ``room`` bytes: enough for folders and small JSON files, not for weights or images."""
+    filler = fill(disk)
+    os_size = filler.stat().st_size
+    with open(filler, "r+b") as f:
+        f.truncate(max(0, os_size - room))
+    return filler
+
+
+WRITERS = {
+    # the first large write of this run is its snapshot at 16 images (the first checkpoint comes at 32)
+    "snapshot": lambda m, d: ["train", "--out", d / "run", "--kimg", "0.032", "--snapshot-kimg", "0.016", *TINY],
+    "samples": lambda m, d: ["sample", "mnist-s", "--out", d / "s", "-n", "8", *SAMPLE],
+    "restore": lambda m, d: ["restore", m / "cold", "--out", d / "r", "-n", "4", "--no-progress"],
+    "export": lambda m, d: ["export", m / "run", "--out", d / "e"],
+    "posthoc-ema": lambda m, d: ["ema", m / "run", "--std", "0.08", "--out", d / "p"],
+    "pairs": lambda m, d: ["distill", "pairs", "--teacher", m / "run", "-n", "8", "--nfe", "3", "--shard-size", "4",
+                           "--out", d / "pairs", "--no-progress"],
+    "report": lambda m, d: ["report", "mnist-s", "--out", d / "rep", "--n", "20", "--nfe", "3", "--no-progress"],
+    "eval-csv": lambda m, d: ["eval", "mnist-s", "--n", "20", "--judge", "pixels", "--csv", d / "rows.csv"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writer", WRITERS)
+def test_every_writer_on_a_full_disk_is_one_line_with_exit_2(writer, made, disk):
+    args = WRITERS[writer](made, disk)
+    if writer == "eval-csv":
+        assert invoke("sample", "mnist-s", "--out", made / "ev", "-n", "20", *SAMPLE).exit_code == 0
+        args[1] = made / "ev"
+    nearly_fill(disk, room=0 if writer == "eval-csv" else 16 << 10)  # a CSV of one row is smaller than 16 kB
+    before = tree_bytes(made)
+    r = invoke(*args)
+    one_line_error(r, "the disk is full", *(["snapshots"] if writer == "snapshot" else []))
+    assert tree_bytes(made) == before  # the inputs untouched

@@ -13,7 +13,7 @@ from kakusan.distill import generate_pairs, load_pairs, regenerate
 from kakusan.distill import pairs as pairs_module
 from kakusan.nets import UNetConfig
 
-OPTIONS = dict(sampler="heun", nfe=5, shard_size=4, progress=False)
+OPTIONS = dict(sampler="heun", nfe=5, shard_size=4, precision="fp32", progress=False)  # fp32: compared with generate
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +260,14 @@ def test_pairs_of_another_teacher_are_refused(pair_set, teacher, tmp_path):
     with pytest.raises(KakusanError, match="not the one that made the pairs"):
         train_student(distill_config(tmp_path / "p"), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_pairs_made_in_bf16_record_it_and_regenerate_bit_identically(teacher, tmp_path):
+    from kakusan.utils import io
+
+    manifest = generate_pairs(teacher, tmp_path / "p", n=3, seed=0, **{**OPTIONS, "precision": "bf16"})
+    assert manifest["precision"] == io.read_json(tmp_path / "p" / "manifest.json")["precision"] == "bf16"
+    pairs, again = load_pairs(tmp_path / "p"), regenerate(tmp_path / "p", 1)
+    assert torch.equal(again["x0"], pairs.x0[1])
+    fp32 = generate_pairs(teacher, tmp_path / "q", n=3, seed=0, **OPTIONS)
+    assert fp32["precision"] == "fp32" and not torch.equal(load_pairs(tmp_path / "q").x0, pairs.x0)

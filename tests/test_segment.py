@@ -180,7 +180,7 @@ def test_a_stable_diffusion_folder_segments_photos_through_the_cli(tmp_path):
 @pytest.mark.slow
 def test_a_token_model_trains_on_digit_scenes_with_their_sentences(tmp_path):
     from kakusan.diffusion.training import Trainer
-    from kakusan.train import TrainConfig
+    from kakusan.diffusion.training import TrainConfig
 
     trainer = Trainer(TrainConfig(data="digit-scenes", image_size=16, preset="xs", kimg=0.032, batch_size=16,
                                   sample_kimg=1, sample_grid=4), tmp_path / "run", progress=False)

@@ -4,7 +4,7 @@ import torch
 
 from conftest import tree_bytes
 from kakusan.diffusion.denoiser import Denoiser
-from kakusan.diffusion.generate import generate
+from kakusan.diffusion.generation import generate
 from kakusan import KakusanError
 from kakusan.diffusion.training import Trainer
 from kakusan.train import TrainingDiverged

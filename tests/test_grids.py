@@ -118,7 +118,7 @@ def test_channels_last_and_compile_sample_the_same_images(tiny, tmp_path):
     """The inference speed-ups of `kakusan sample` change how the network runs, not what it computes (up to float
     rounding), and are recorded in the folder's settings so that --resume keeps them."""
     def run(name, *extra):
-        return sample_images(tiny, tmp_path / name, "--sampler", "euler", "--nfe", "2", *extra)
+        return sample_images(tiny, tmp_path / name, "--sampler", "euler", "--nfe", "2", "--precision", "fp32", *extra)
     plain = run("plain")
     assert np.allclose(plain, run("cl", "--channels-last"), atol=1e-4)
     assert np.allclose(plain, run("compiled", "--compile"), atol=1e-4)

@@ -128,3 +128,13 @@ def test_a_bf16_denoiser_differs_from_fp32_by_rounding_only():
         assert model.set_precision("bf16") == "bf16"
         b = model(x, sigma)
     assert b.dtype == torch.float32 and not torch.equal(a, b) and (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+def test_a_run_written_before_a_field_existed_resumes_with_its_default(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", "--data", "digits", "--kimg", "0.016", "--out", run, *TINY).exit_code == 0
+    stored = json.loads((run / "train_config.json").read_text())
+    del stored["preview_steps"]  # as a run of the version before that option wrote it
+    (run / "train_config.json").write_text(json.dumps(stored))
+    r = invoke("train", "--out", run, "--resume", "--kimg", "0.032", "--no-progress")
+    assert r.exit_code == 0, r.output

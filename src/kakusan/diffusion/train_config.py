@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import KakusanError
-from ..train.config import LoopConfig
+from ..train.config import BOOKS, LoopConfig
 from ..utils.options import cli_fields, option
 from ..utils.precision import PRECISIONS, resolve_precision
 from .process import PROCESSES, process_class
@@ -76,6 +76,8 @@ class TrainConfig(LoopConfig):
                             "otherwise) | fp32 | bf16.", panel=SPEED)
     channels_last: bool = option(False, "Channels-last memory format.", panel=SPEED)
     compile: bool = option(False, "torch.compile the network.", panel=SPEED)
+    preview_steps: int = option(18, "Heun steps of the periodic sample grids (2 x steps - 1 network evaluations).",
+                                panel=BOOKS)
 
     def __post_init__(self):
         import torch
@@ -117,6 +119,7 @@ class TrainConfig(LoopConfig):
             (8 <= self.image_size <= MAX_IMAGE_SIZE, f"image_size must be between 8 and {MAX_IMAGE_SIZE}"),
             (self.channels in (None, 1, 3), "channels must be 1 or 3"),
             (0 <= self.label_dropout < 1, "label_dropout must be in [0, 1)"),
+            (self.preview_steps >= 1, "preview_steps must be >= 1"),
             (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
             (self.precision in PRECISIONS, f"precision must be {', '.join(PRECISIONS)}"),
             (self.cond in ("auto", *COND_TYPES), f"cond must be auto, {', '.join(COND_TYPES)}"),

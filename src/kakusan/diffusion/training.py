@@ -23,8 +23,6 @@ from .generation import generate
 from .process import per_sample
 from .train_config import TrainConfig
 
-PREVIEW_STEPS = 18  # Heun steps of the periodic grids (35 network evaluations)
-
 
 def build_model(config: TrainConfig, data: ImageDataset) -> Denoiser:
     process = config.build_process(data.images)
@@ -145,8 +143,8 @@ class DiffusionObjective(DenoiserObjective):
         if viewer.process.generative:
             cond = (condition_of(viewer, self.data, torch.arange(min(n, len(self.data))))
                     if self.data.tokens is not None else viewer.cond_from_labels(labels))
-            images = generate(viewer, range(len(cond) if cond is not None else n), cond=cond, steps=PREVIEW_STEPS,
-                              progress=False)
+            images = generate(viewer, range(len(cond) if cond is not None else n), cond=cond,
+                              steps=self.config.preview_steps, progress=False)
         else:  # a restorer: restore held images of every class
             images = viewer.process.restoration_preview(viewer, self.data.images[::max(1, len(self.data) // n)][:n])
         return images, (max(self.data.num_classes, 8) if labelled else None)

@@ -120,7 +120,9 @@ def check_run_folder(run_dir: str | Path, resume: bool, config: LoopConfig) -> N
     if not stored.is_file() and not has_checkpoint(run_dir / "checkpoint"):
         raise KakusanError(f"nothing to resume: {run_dir} holds no run")
     if stored.is_file():
-        old, new = io.read_json(stored), json.loads(json.dumps(config.to_dict()))
+        # the stored settings read as this version reads them (a field added since takes its default)
+        old = json.loads(json.dumps(type(config).from_dict(io.read_json(stored)).to_dict()))
+        new = json.loads(json.dumps(config.to_dict()))
         changed = sorted(k for k in set(old) | set(new) if k not in FREE_ON_RESUME and old.get(k) != new.get(k))
         if changed:
             raise KakusanError(f"{run_dir} holds a run with other settings ({', '.join(changed)}); only "

@@ -29,8 +29,10 @@ demo-train: setup
 	fi
 	$(BIN)/kakusan sample $(DEMO)/run --out $(DEMO)/samples-$$(date +%Y%m%d-%H%M%S) --n 100 --nfe 35
 
+# Two workers of one thread each (the suite's time goes largely into starting processes and loading models, which
+# overlap); --dist loadfile keeps a file in one worker, so its module fixtures run once.
 test: setup
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The same without the tests marked @pytest.mark.slow (each over ~3 s): under a minute on 2 cores.
 test-fast: setup

@@ -71,7 +71,7 @@ def test_a_killed_generation_resumes_without_a_duplicated_or_missing_seed(teache
 def test_bad_pair_sets_and_teachers_are_refused_without_touching_anything(teacher, tmp_path):
     generate_pairs(teacher, tmp_path / "p", n=6, **OPTIONS)
     before = tree_bytes(tmp_path / "p")
-    with pytest.raises(KakusanError, match="other settings \\(nfe, steps\\)"):
+    with pytest.raises(KakusanError, match="other settings \\(grid, nfe, steps\\)"):
         generate_pairs(teacher, tmp_path / "p", n=6, **{**OPTIONS, "nfe": 7})
     assert tree_bytes(tmp_path / "p") == before
     (tmp_path / "other").mkdir()
@@ -271,3 +271,68 @@ def test_pairs_made_in_bf16_record_it_and_regenerate_bit_identically(teacher, tm
     assert torch.equal(again["x0"], pairs.x0[1])
     fp32 = generate_pairs(teacher, tmp_path / "q", n=3, seed=0, **OPTIONS)
     assert fp32["precision"] == "fp32" and not torch.equal(load_pairs(tmp_path / "q").x0, pairs.x0)
+
+
+def with_grid(teacher, folder, sigmas=(80.0, 5.0, 0.5, 0.0)):
+    """A copy of ``teacher`` holding an optimized dpmpp2m grid of 3 steps (its solver.json)."""
+    import shutil
+
+    from kakusan.utils import io
+
+    shutil.copytree(teacher, folder)
+    io.write_json({"grids": {"dpmpp2m": {"3": {"sigmas": list(sigmas)}}}}, folder / "solver.json")
+    return folder
+
+
+def test_pairs_on_the_optimized_grid_record_it_regenerate_bit_identically_and_refuse_another(teacher, tmp_path):
+    from kakusan.utils import io
+
+    model = with_grid(teacher, tmp_path / "t")
+    opts = dict(sampler="dpmpp2m", nfe=3, schedule="optimized", shard_size=4, precision="fp32", progress=False)
+    manifest = generate_pairs(model, tmp_path / "p", n=6, seed=3, **opts)
+    assert manifest["schedule"] == "optimized" and manifest["grid"] == [80.0, 5.0, 0.5, 0.0]
+    pairs = load_pairs(tmp_path / "p")
+    again = regenerate(tmp_path / "p", 7)
+    assert torch.equal(again["x0"], pairs.x0[4]) and torch.equal(again["noise"], pairs.noise[4])
+    karras = generate_pairs(model, tmp_path / "k", n=2, seed=3, **{**opts, "schedule": "karras"})
+    assert karras["grid"] != manifest["grid"] and not torch.equal(load_pairs(tmp_path / "k").x0, pairs.x0[:2])
+    before = sorted((tmp_path / "p").iterdir())
+    snapshot = {p.name: p.read_bytes() for p in before}
+    for other, word in (({"schedule": "karras"}, "schedule"), ({"guide": "uncond", "guidance": 2.0}, "guid")):
+        with pytest.raises(KakusanError, match=word):  # extending a set with another grid or guidance
+            generate_pairs(model, tmp_path / "p", n=8, seed=3, **{**opts, **other})
+    io.write_json({"grids": {"dpmpp2m": {"3": {"sigmas": [80.0, 4.0, 0.5, 0.0]}}}}, model / "solver.json")
+    with pytest.raises(KakusanError, match="grid"):  # the model's stored grid changed since
+        generate_pairs(model, tmp_path / "p", n=8, seed=3, **opts)
+    assert {p.name: p.read_bytes() for p in sorted((tmp_path / "p").iterdir())} == snapshot
+
+
+def test_the_adaptive_gan_weight_holds_the_ratio_it_is_given():
+    from kakusan.distill.train import gan_weight
+
+    torch.manual_seed(0)
+    w, x = torch.randn(3, 4, requires_grad=True), torch.randn(4, 5)
+    recon, gan = (w @ x).pow(2).mean(), 7 * (w.sin() @ x).sum()
+    lam, norms = gan_weight(recon, gan, w, 0.3, adaptive=True)
+    g_recon = torch.autograd.grad(recon, w, retain_graph=True)[0]
+    g_gan = torch.autograd.grad(lam * gan, w, retain_graph=True)[0]
+    assert float(g_gan.norm() / g_recon.norm()) == pytest.approx(0.3, rel=1e-5)
+    assert norms["grad_last_recon"] == pytest.approx(float(g_recon.norm()))
+    assert gan_weight(recon, gan, w, 0.3, adaptive=False)[0] == 0.3
+
+
+def test_held_out_pairs_are_never_trained_on_and_their_loss_is_logged(pair_set, tmp_path, monkeypatch):
+    import json
+
+    from kakusan.distill.train import DistillObjective, train_student
+
+    seen = []
+    local_batch = __import__("kakusan.train.loop", fromlist=["TrainLoop"]).TrainLoop.local_batch
+    monkeypatch.setattr("kakusan.train.loop.TrainLoop.local_batch",
+                        lambda self, n: seen.append(n) or local_batch(self, n))
+    train_student(distill_config(pair_set, holdout=3, gan_weight=0, log_kimg=0.004), tmp_path / "h", progress=False)
+    assert set(seen) == {8 - 3}  # indices drawn among the first 5 pairs only
+    rows = [json.loads(r) for r in (tmp_path / "h" / "metrics.jsonl").read_text().splitlines()]
+    assert any("heldout_recon" in r for r in rows) and all("g_recon" in r for r in rows)
+    with pytest.raises(KakusanError, match="--holdout 8 leaves no pair"):
+        DistillObjective(distill_config(pair_set, holdout=8))

@@ -23,13 +23,19 @@ def distill_pairs(
     teacher: str = typer.Option("mnist-s", help="Teacher: model folder, run folder or shipped name."),
     n: int = typer.Option(..., "--n", "-n", help="Number of pairs (seeds seed .. seed + n - 1)."),
     seed: int = typer.Option(0, help="First seed [0]."),
-    sampler: str = typer.Option("heun", help="Teacher's sampler [heun]."),
-    nfe: int = typer.Option(35, help="Teacher's network evaluations per image (before guidance) [35]."),
+    sampler: Optional[str] = typer.Option(None, help="Teacher's sampler [the model's default sampling, as "
+                                          "`kakusan info` shows it]."),
+    nfe: Optional[int] = typer.Option(None, help="Teacher's network evaluations per image (before guidance) [the "
+                                      "model's default, else 35]."),
+    schedule: str = typer.Option("auto", help="auto | karras | uniform | optimized (the model's stored grid for the "
+                                 "sampler and NFE)."),
     ema: str = typer.Option("auto", help="Teacher's EMA length, 'raw' or 'auto' [auto]."),
     guide: Optional[str] = typer.Option(None, help="Guide model (autoguidance) or 'uncond' (CFG) [none]."),
     guidance: float = typer.Option(1.0, help="Guidance weight w [1 = none]."),
     interval: Optional[str] = typer.Option(None, help="Guidance interval LO,HI in sigma [everywhere]."),
     guide_ema: str = typer.Option("auto", help="EMA length of the guide [auto]."),
+    autoguidance: bool = typer.Option(False, "--autoguidance", help="The teacher's tuned autoguidance (guide, w, "
+                                      "interval and EMAs from its guidance.json) for this sampler."),
     shard_size: int = typer.Option(256, help="Pairs per shard (the unit of resumption) [256]."),
     batch_size: int = typer.Option(64, help="Teacher batch [64]."),
     precision: str = typer.Option("auto", help=PRECISION_HELP),
@@ -39,7 +45,8 @@ def distill_pairs(
     from ..distill import generate_pairs
 
     _run(lambda: typer.echo(json.dumps(generate_pairs(
-        teacher, out, n=n, seed=seed, sampler=sampler, nfe=nfe, ema=ema, guide=guide, guidance=guidance,
+        teacher, out, n=n, seed=seed, sampler=sampler, nfe=nfe, schedule=schedule, ema=ema, guide=guide,
+        guidance=guidance, autoguidance=autoguidance,
         interval=_pair(interval, "--interval"), guide_ema=guide_ema, shard_size=shard_size, batch_size=batch_size,
         precision=precision, progress=progress))))
 

@@ -26,6 +26,11 @@ class DistillConfig(LoopConfig):
     mix_and_match: bool = option(True, "Wrong-z and wrong-c negatives for the discriminator.", panel=GAN)
     disc_z: bool = option(True, "The discriminator sees z (through a zero-initialised branch).", panel=GAN)
     disc_sigma: float = option(0.5, "The noise level at which the discriminator's UNet runs.", panel=GAN)
+    adaptive_gan_weight: bool = option(False, "Scale the GAN loss so that its gradient on the student's last layer "
+                                       "is --gan-weight times the reconstruction's (VQGAN, Esser et al. 2021, eq. 7)",
+                                       panel=GAN)
+    holdout: int = option(0, "Pairs held out of training (the last N of the set); their reconstruction loss is "
+                          "logged as heldout_recon beside g_recon.", panel=GAN)
     # the loop's defaults, changed for a GAN: no warm-up beyond a short one, Adam betas of StyleGAN
     batch_size: int = redefault(LoopConfig, "batch_size", 32)
     lr: float = redefault(LoopConfig, "lr", 2e-5)
@@ -41,7 +46,8 @@ class DistillConfig(LoopConfig):
         checks = [(bool(self.pairs), "pairs: the folder of a pair set is needed"),
                   (self.loss in LOSSES, f"loss must be {' or '.join(LOSSES)}"),
                   (self.gan_weight >= 0 and self.r1_gamma >= 0 and self.l1 >= 0, "weights must be >= 0"),
-                  (self.r1_every >= 1, "r1_every must be >= 1")]
+                  (self.r1_every >= 1, "r1_every must be >= 1"),
+                  (self.holdout >= 0, "holdout must be >= 0")]
         for ok, message in checks:
             if not ok:
                 raise KakusanError(message)

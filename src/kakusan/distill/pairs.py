@@ -70,38 +70,55 @@ def read_shard(folder: Path, manifest: dict, i: int) -> dict[str, torch.Tensor]:
     return shard
 
 
-def settings(teacher: Denoiser, teacher_name: str, *, seed: int, sampler: str, steps: int, guide, guidance: float,
-             interval, ema, guide_ema, shard_size: int, batch_size: int) -> dict:
-    grid = teacher.process.sampling_grid(sampler, steps)
+def settings(teacher: Denoiser, teacher_name: str, *, seed: int, sampler: str, steps: int, schedule: str, guide,
+             guidance: float, interval, ema, guide_ema, shard_size: int, batch_size: int) -> dict:
+    grid = teacher.sampling_grid(sampler, steps, schedule)  # 'optimized': the model's stored grid
     return {"format": FORMAT, "teacher": teacher_name, "teacher_fingerprint": fingerprint(teacher), "ema": str(ema),
             "teacher_weights": teacher.info.get("weights"), "image_shape": list(teacher.image_shape),
             "cond_type": teacher.cond_type, "num_classes": teacher.num_classes, "sampler": sampler,
             "steps": len(grid) - 1, "nfe": nfe_of(sampler, len(grid) - 1), "sigma_max": float(grid[0]),
+            "schedule": schedule, "grid": [round(float(s), 8) for s in grid],
             "guide": None if guide is None else str(guide), "guidance": guidance,
             "interval": list(interval) if interval else None, "guide_ema": str(guide_ema), "seed": seed,
             "shard_size": shard_size, "batch_size": batch_size,
             "labels": "seed % num_classes (class-cycled)" if teacher.num_classes else None}
 
 
-def generate_pairs(teacher: str | Path, out: str | Path, *, n: int, seed: int = 0, sampler: str = "heun",
-                   nfe: int = 35, steps: int | None = None, guide=None, guidance: float = 1.0, interval=None,
-                   ema="auto", guide_ema="auto", shard_size: int = 256, batch_size: int = 64,
-                   precision: str = "auto", progress: bool = True) -> dict:
-    """Write (or finish, or extend to ``n``) the pair set in ``out``; returns its manifest. The teacher runs in
-    ``precision`` (a set keeps the one it was started with)."""
+def generate_pairs(teacher: str | Path, out: str | Path, *, n: int, seed: int = 0, sampler: str | None = None,
+                   nfe: int | None = None, steps: int | None = None, schedule: str = "auto", guide=None,
+                   guidance: float = 1.0, interval=None, ema="auto", guide_ema="auto", autoguidance: bool = False,
+                   shard_size: int = 256, batch_size: int = 64, precision: str = "auto",
+                   progress: bool = True) -> dict:
+    """Write (or finish, or extend to ``n``) the pair set in ``out``; returns its manifest. The teacher samples as
+    ``kakusan sample`` would: its own default sampling (sampler, NFE and grid, e.g. ``--schedule optimized``) unless
+    told otherwise, and with ``autoguidance`` the guidance tuned for it (``guidance.json``). It runs in ``precision``
+    (a set keeps what it was started with: another grid, guidance or precision is refused)."""
+    from ..guidance.guided import autoguidance_options
+    from ..sampling import choose_sampling
+
     out = Path(out)
     if n < 1 or shard_size < 1:
         raise KakusanError("n and shard_size must be >= 1")
     model = Denoiser.from_pretrained(model_folder(teacher), ema=ema)
-    precision = model.set_precision(precision)
     if not model.process.score_based:
         raise KakusanError(f"the teacher must be a diffusion model; {teacher} is a {model.process.kind} model")
+    sampler, nfe, schedule = choose_sampling(model, sampler, nfe, steps, schedule)
+    if autoguidance:
+        g = autoguidance_options(teacher, sampler=sampler, nfe=nfe, ema=str(ema), guide_ema=str(guide_ema),
+                                 guide=guide, guidance=guidance, interval=interval)
+        guide, guidance, interval, guide_ema = g["guide"], g["guidance"], g["interval"], g["guide_ema"]
+        if str(ema) != g["ema"]:  # the tuned main EMA
+            model = Denoiser.from_pretrained(model_folder(teacher), ema=ema_arg(g["ema"]))
+            ema = g["ema"]
+    precision = model.set_precision(precision)
     steps = steps or steps_for_nfe(sampler, nfe)
-    want = settings(model, str(teacher), seed=seed, sampler=sampler, steps=steps, guide=guide, guidance=guidance,
-                    interval=interval, ema=ema, guide_ema=guide_ema, shard_size=shard_size, batch_size=batch_size)
+    want = settings(model, str(teacher), seed=seed, sampler=sampler, steps=steps, schedule=schedule, guide=guide,
+                    guidance=guidance, interval=interval, ema=ema, guide_ema=guide_ema, shard_size=shard_size,
+                    batch_size=batch_size)
     want["precision"] = precision
     if (out / MANIFEST).is_file():
-        have = {"precision": "fp32", **io.read_json(out / MANIFEST)}  # sets made before precision was recorded
+        # sets made before precision and the grid were recorded
+        have = {"precision": "fp32", "schedule": "auto", "grid": want["grid"], **io.read_json(out / MANIFEST)}
         changed = sorted(k for k in want if have.get(k) != want[k])
         if changed:
             raise KakusanError(f"{out} holds pairs made with other settings ({', '.join(changed)}); choose another "
@@ -129,7 +146,8 @@ def make_shard(model: Denoiser, manifest: dict, i: int, make_denoise) -> dict[st
     labels = torch.tensor(seeds) % model.num_classes if model.num_classes else None
     noise = PerSampleNoise(seeds)(torch.empty(len(seeds), *model.image_shape))
     x0 = generate(model, seeds, cond=model.cond_from_labels(labels), sampler=manifest["sampler"],
-                  steps=manifest["steps"], batch_size=manifest["batch_size"], progress=False,
+                  steps=manifest["steps"], schedule=manifest.get("schedule", "auto"),
+                  batch_size=manifest["batch_size"], progress=False,
                   make_denoise=make_denoise)
     return {"noise": noise, "x0": x0, "seeds": torch.tensor(seeds),
             "labels": labels if labels is not None else torch.full((len(seeds),), -1)}

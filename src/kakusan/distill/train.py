@@ -8,6 +8,7 @@ non-saturating loss of the conditional discriminator (sec. 3.3). ``gan_weight = 
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import torch
@@ -27,6 +28,19 @@ from .pairs import ema_arg, fingerprint, load_pairs
 from .perceptual import EnsembledPerceptualLoss
 
 
+HOLDOUT_EVERY = 4  # steps between two held-out losses
+
+
+def gan_weight(recon: torch.Tensor, gan: torch.Tensor, last: torch.Tensor, weight: float, adaptive: bool):
+    """(lambda, logs): the weight of the GAN loss in recon + lambda * gan, and the norms of both losses' gradients on
+    the last layer. Fixed: lambda = ``weight``. Adaptive (VQGAN, Esser et al. 2021, eq. 7): lambda = ``weight`` *
+    ||grad recon|| / ||grad gan||, so that the GAN's gradient there is ``weight`` times the reconstruction's."""
+    g_recon = torch.autograd.grad(recon, last, retain_graph=True)[0].norm()
+    g_gan = torch.autograd.grad(gan, last, retain_graph=True)[0].norm()
+    lam = weight * (g_recon / (g_gan + 1e-8)).clamp(max=1e4).detach() if adaptive else weight
+    return lam, {"grad_last_recon": g_recon.item(), "grad_last_gan": g_gan.item()}
+
+
 class DistillObjective(DenoiserObjective):
     """Two players: ``model`` (the student) and ``disc`` (when ``gan_weight > 0``), one optimizer each."""
 
@@ -43,9 +57,13 @@ class DistillObjective(DenoiserObjective):
                                "pair_manifest": m})
         if config.init:
             self.model.net.load_state_dict(self.initial_weights(config.init, m["teacher"]))
-        if abs(self.model.process.sigma_max - m["sigma_max"]) > 1e-6:
+        if not math.isclose(self.model.process.sigma_max, m["sigma_max"], rel_tol=1e-5):  # float32 grids: 79.99998
             raise KakusanError(f"the pairs start at sigma {m['sigma_max']}, "
                                f"the student at {self.model.process.sigma_max}")
+        if config.holdout >= len(self.pairs):
+            raise KakusanError(f"--holdout {config.holdout} leaves no pair to train on: {config.pairs} holds "
+                               f"{len(self.pairs)}")
+        self.n_train = len(self.pairs) - config.holdout
         self.recon = EnsembledPerceptualLoss(l1=config.l1) if config.loss == "perceptual" else None
         betas = tuple(config.adam_betas)
         self.modules = {"model": self.model}
@@ -79,7 +97,7 @@ class DistillObjective(DenoiserObjective):
 
     def train_step(self, loop):
         cfg, device = self.config, loop.accel.device
-        idx = loop.local_batch(len(self.pairs))
+        idx = loop.local_batch(self.n_train)
         z, x0 = self.pairs.noise[idx].to(device), self.pairs.x0[idx].to(device)
         labels = self.pairs.labels[idx].to(device) if self.pairs.labels is not None else None
         cond = self.model.cond_from_labels(labels)
@@ -92,17 +110,38 @@ class DistillObjective(DenoiserObjective):
                                                r1_every=cfg.r1_every, step=loop.step)
             logs["loss_d"], logs["grad_norm_d"] = d_loss.item(), loop.optimize("disc", d_loss, self.disc.parameters())
             logs.update(parts)
-        recon = self.recon(fake, x0, g).mean() if self.recon is not None else (fake - x0).pow(2).mean()
+        recon = self.reconstruction(fake, x0, g)
         g_loss = recon
         if self.disc is not None:
             self.disc.requires_grad_(False)
             gan = generator_gan_loss(self.d_forward, fake, cond, z)
             self.disc.requires_grad_(True)
-            g_loss = recon + cfg.gan_weight * gan
-            logs["g_gan"] = gan.item()
+            weight, norms = gan_weight(recon, gan, self.last_layer, cfg.gan_weight, cfg.adaptive_gan_weight)
+            g_loss = recon + weight * gan
+            logs.update(g_gan=gan.item(), gan_weight=float(weight), **norms)
         logs["g_recon"], logs["loss_g"] = recon.item(), g_loss.item()
+        if cfg.holdout and loop.step % HOLDOUT_EVERY == 0:
+            logs["heldout_recon"] = self.heldout_loss(loop.step, len(idx))
         logs["grad_norm_g"] = loop.optimize("model", g_loss, self.model.net.parameters())
         return logs
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the student's last layer (where the two losses' gradients are compared)."""
+        return [p for p in self.model.net.parameters() if p.dim() > 1][-1]
+
+    def reconstruction(self, fake, x0, generator) -> torch.Tensor:
+        return self.recon(fake, x0, generator).mean() if self.recon is not None else (fake - x0).pow(2).mean()
+
+    @torch.no_grad()
+    def heldout_loss(self, step: int, batch: int) -> float:
+        """The reconstruction loss on a batch of held-out pairs (rotating through them; its own random draws)."""
+        start = (step // HOLDOUT_EVERY * batch) % self.config.holdout
+        idx = self.n_train + (start + torch.arange(min(batch, self.config.holdout))) % self.config.holdout
+        device = next(self.model.parameters()).device
+        labels = self.pairs.labels[idx].to(device) if self.pairs.labels is not None else None
+        fake = self.student(self.pairs.noise[idx].to(device), self.model.cond_from_labels(labels))
+        return self.reconstruction(fake, self.pairs.x0[idx].to(device), torch.Generator().manual_seed(step)).item()
 
     @torch.no_grad()
     def preview(self, ema_weights):

@@ -191,13 +191,20 @@ def distill_config(pair_set, **kw):
                                    checkpoint_kimg=0.008, sample_kimg=1, log_kimg=0.004, r1_every=2), **kw})
 
 
+# every discriminator switch of the ablation at once: noise, frozen backbone, augmentation, unpaired reals, a
+# fraction of mix-and-match, R1 as its own step, the adaptive GAN weight
+SWITCHES = dict(disc_noise=True, disc_frozen=True, disc_augment=True, disc_reals="unpaired", mix_fraction=0.5,
+                r1_separate=True, adaptive_gan_weight=True)
+
+
 @pytest.mark.slow
-def test_distil_train_n_steps_equals_half_plus_resume_plus_half(pair_set, tmp_path, monkeypatch):
+@pytest.mark.parametrize("switches", [{}, SWITCHES], ids=["paper", "every-switch"])
+def test_distil_train_n_steps_equals_half_plus_resume_plus_half(pair_set, tmp_path, monkeypatch, switches):
     from kakusan.distill.train import resume_student, train_student
     from kakusan.utils import io
 
-    train_student(distill_config(pair_set), tmp_path / "full", progress=False)
-    train_student(distill_config(pair_set, kimg=0.008), tmp_path / "split", progress=False)
+    train_student(distill_config(pair_set, **switches), tmp_path / "full", progress=False)
+    train_student(distill_config(pair_set, kimg=0.008, **switches), tmp_path / "split", progress=False)
     summary = resume_student(tmp_path / "split", progress=False, kimg=0.016)
     assert summary["step"] == 4
     a, b = tmp_path / "full" / "checkpoint", tmp_path / "split" / "checkpoint"
@@ -336,3 +343,56 @@ def test_held_out_pairs_are_never_trained_on_and_their_loss_is_logged(pair_set, 
     assert any("heldout_recon" in r for r in rows) and all("g_recon" in r for r in rows)
     with pytest.raises(KakusanError, match="--holdout 8 leaves no pair"):
         DistillObjective(distill_config(pair_set, holdout=8))
+
+
+def test_the_noised_discriminator_gives_a_pair_one_sigma_and_noise_and_augments_afresh():
+    from kakusan.distill.discriminator import noised
+
+    seen = []
+    D = lambda x, c, z, sigma=None, noise=None: seen.append((x.clone(), sigma, noise)) or x.sum((1, 2, 3))  # noqa
+    sigma, noise, g = torch.rand(4) + 0.1, torch.randn(4, 1, 8, 8), torch.Generator().manual_seed(0)
+    run = noised(D, sigma, noise, augment=True, generator=g)
+    real, fake = torch.zeros(4, 1, 8, 8), torch.ones(4, 1, 8, 8)
+    run(real, None, None), run(fake, None, None), run(real[:1], None, None)
+    (xr, sr, nr), (xf, sf, nf), (x1, s1, n1) = seen
+    assert torch.equal(sr, sf) and torch.equal(nr, nf) and torch.equal(sr, sigma) and torch.equal(nr, noise)
+    assert torch.equal(s1, sigma[:1]) and torch.equal(n1, noise[:1])  # R1's one real: its own pair's draw
+    assert not torch.equal(xr, real) and not torch.equal(x1, xr[:1])  # augmented, a fresh draw per call
+
+
+def test_a_frozen_discriminator_gets_no_backbone_gradients(teacher):
+    from kakusan.distill.discriminator import Discriminator
+
+    model = Denoiser.from_pretrained(teacher)
+    for frozen in (True, False):
+        D = Discriminator(model, frozen=frozen)
+        D(torch.randn(2, 1, 16, 16), torch.tensor([0, 1]), torch.randn(2, 1, 16, 16)).sum().backward()
+        backbone = [p.grad for p in D.net.parameters()]
+        assert all(p.grad is not None for p in D.heads.parameters())
+        assert all(g is None for g in backbone) if frozen else any(g is not None for g in backbone)
+
+
+def test_an_unpaired_real_is_another_pair_of_the_same_class_never_its_own():
+    from kakusan.distill.discriminator import same_class_indices
+
+    pool_labels = torch.arange(30) % 3
+    own = torch.arange(30).repeat(20)
+    j = same_class_indices(pool_labels[own], pool_labels, torch.Generator().manual_seed(0), exclude=own)
+    assert (j != own).all() and torch.equal(pool_labels[j], pool_labels[own])
+    assert len(set(j.tolist())) == 30  # every other pair of the class can be drawn
+    with pytest.raises(KakusanError, match="no other real of class 5"):
+        same_class_indices(torch.tensor([5]), pool_labels, torch.Generator(), exclude=torch.tensor([0]))
+
+
+def test_bad_distillation_options_are_one_line_exit_2_and_touch_nothing(pair_set, tmp_path):
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+
+    run = lambda *a: CliRunner().invoke(app, ["distill", "train", "--pairs", str(pair_set), *map(str, a)])  # noqa
+    for args, words in ((["--holdout", "8"], "--holdout 8 leaves no pair"),
+                        (["--gan-weight", "0", "--disc-frozen"], "--disc-frozen: options of the discriminator"),
+                        (["--disc-reals", "imagined"], "disc_reals must be")):
+        r = run(*args, "--out", tmp_path / "s", "--no-progress")
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and words in r.output, r.output
+        assert not (tmp_path / "s" / "checkpoint").exists()

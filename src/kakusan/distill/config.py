@@ -8,6 +8,7 @@ from ..train.config import LoopConfig
 from ..utils.options import option, redefault
 
 LOSSES = ("perceptual", "mse")
+REALS = ("paired", "unpaired", "data")
 GAN = "Distillation (Diffusion2GAN)"
 
 
@@ -26,6 +27,18 @@ class DistillConfig(LoopConfig):
     mix_and_match: bool = option(True, "Wrong-z and wrong-c negatives for the discriminator.", panel=GAN)
     disc_z: bool = option(True, "The discriminator sees z (through a zero-initialised branch).", panel=GAN)
     disc_sigma: float = option(0.5, "The noise level at which the discriminator's UNet runs.", panel=GAN)
+    mix_fraction: float = option(1.0, "Fraction of the batch whose mix-and-match negatives are scored.", panel=GAN)
+    disc_noise: bool = option(False, "Noise D's inputs at a sigma drawn from the teacher's training distribution, "
+                              "one (sigma, noise) for the real and the fake of a pair.", panel=GAN)
+    disc_frozen: bool = option(False, "Freeze D's backbone (the teacher's UNet); only the z branch and the heads "
+                               "learn.", panel=GAN)
+    disc_augment: bool = option(False, "Differentiable augmentation of D's inputs (translation, scale, rotation, "
+                                "cutout), a fresh draw for reals and fakes.", panel=GAN)
+    disc_reals: str = option("paired", "D's reals: paired (the pair's own x0) | unpaired (another pair's x0 of the "
+                             "same class) | data (a real image of the class from --disc-data).", panel=GAN)
+    disc_data: str = option("mnist-train", "The data set of --disc-reals data.", panel=GAN)
+    r1_separate: bool = option(False, "R1 as a discriminator step of its own, not clipped with the GAN loss.",
+                               panel=GAN)
     adaptive_gan_weight: bool = option(False, "Scale the GAN loss so that its gradient on the student's last layer "
                                        "is --gan-weight times the reconstruction's (VQGAN, Esser et al. 2021, eq. 7)",
                                        panel=GAN)
@@ -47,8 +60,18 @@ class DistillConfig(LoopConfig):
                   (self.loss in LOSSES, f"loss must be {' or '.join(LOSSES)}"),
                   (self.gan_weight >= 0 and self.r1_gamma >= 0 and self.l1 >= 0, "weights must be >= 0"),
                   (self.r1_every >= 1, "r1_every must be >= 1"),
-                  (self.holdout >= 0, "holdout must be >= 0")]
+                  (self.holdout >= 0, "holdout must be >= 0"),
+                  (0 <= self.mix_fraction <= 1, "mix_fraction must be in [0, 1]"),
+                  (self.disc_reals in REALS, f"disc_reals must be {' | '.join(REALS)}"),
+                  (self.gan_weight > 0 or not self.disc_options(), f"{', '.join(self.disc_options())}: options of "
+                   "the discriminator, which --gan-weight 0 does not build")]
         for ok, message in checks:
             if not ok:
                 raise KakusanError(message)
         return self
+
+    def disc_options(self) -> list[str]:
+        """The discriminator's switches set away from their defaults."""
+        on = [f"--{k.replace('_', '-')}" for k in ("disc_noise", "disc_frozen", "disc_augment", "r1_separate",
+                                                     "adaptive_gan_weight") if getattr(self, k)]
+        return on + (["--disc-reals"] if self.disc_reals != "paired" else [])

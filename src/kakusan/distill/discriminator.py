@@ -10,6 +10,11 @@ Losses (non-saturating, Goodfellow et al. 2014), with switches for the paper's a
   with the wrong z or the wrong c* as fake too (0.5 each); R1 (Mescheder et al. 2018) gamma / 2 ||grad_x D(x0)||^2 on
   one real sample, every ``r1_every`` steps and scaled by it (lazy regularisation, Karras et al. 2020);
 * generator: softplus(-D(G(z, c), c, z)).
+
+Switches beyond the paper, from later work, each off by default so the ablation can be rerun: D's inputs noised at a
+sigma drawn from the teacher's training distribution, the same (sigma, noise) for the real and the fake of a pair
+(``sigma`` / ``noise`` arguments; diffusion-GAN style instance noise); a frozen backbone with trainable heads
+(``frozen``); mix-and-match on a fraction of the batch; R1 as a step of its own (:func:`r1_penalty`).
 """
 from __future__ import annotations
 
@@ -21,14 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .. import KakusanError
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.process import per_sample
 
 
 class Discriminator(nn.Module):
-    def __init__(self, teacher: Denoiser, *, sigma: float = 0.5, use_z: bool = True):
+    def __init__(self, teacher: Denoiser, *, sigma: float = 0.5, use_z: bool = True, frozen: bool = False):
         super().__init__()
-        self.net = copy.deepcopy(teacher.net).train()
+        self.net = copy.deepcopy(teacher.net).train().requires_grad_(not frozen)  # frozen: only z_in and heads learn
         self.process = teacher.process
         self.sigma, self.use_z = sigma, use_z
         channels = teacher.image_shape[0]
@@ -39,15 +45,22 @@ class Discriminator(nn.Module):
             probe = self.stages(torch.zeros(1, *teacher.image_shape), teacher.null_cond(1))
         self.heads = nn.ModuleDict({name.replace(".", "_"): nn.Conv2d(f.shape[1], 1, 1) for name, f in probe.items()})
 
-    def stages(self, x0: torch.Tensor, cond, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def stages(self, x0: torch.Tensor, cond, z: torch.Tensor | None = None, sigma: torch.Tensor | None = None,
+               noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The backbone's features of x0 (+ the z branch) at the fixed sigma_d, or noised to x0 + sigma * noise at a
+        per-sample ``sigma`` (B,)."""
         x = x0 + self.z_in(z) if (self.use_z and z is not None) else x0
-        sigma = torch.full((x.shape[0],), self.sigma, device=x.device)
+        if sigma is None:
+            sigma = torch.full((x.shape[0],), self.sigma, device=x.device)
+        else:
+            x = x + per_sample(sigma, x) * noise
         _, _, c_in, c_noise = self.process.precondition(sigma)
         return self.net.features(per_sample(c_in, x) * x, c_noise, cond)
 
-    def forward(self, x0: torch.Tensor, cond, z: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, cond, z: torch.Tensor | None = None, sigma: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
         """Real/fake logits, shape (B,)."""
-        feats = self.stages(x0, cond, z)
+        feats = self.stages(x0, cond, z, sigma, noise)
         return sum(self.heads[name.replace(".", "_")](f).mean(dim=(1, 2, 3)) for name, f in feats.items())
 
 
@@ -60,20 +73,58 @@ def wrong_condition(cond: torch.Tensor, num_classes: int, generator: torch.Gener
 
 
 def discriminator_loss(D: Callable, real: torch.Tensor, fake: torch.Tensor, cond, z: torch.Tensor, *,
-                       mix_and_match: bool, num_classes: int, generator: torch.Generator,
+                       mix_and_match: float, num_classes: int, generator: torch.Generator,
                        r1_gamma: float = 0.0, r1_every: int = 1, step: int = 0) -> tuple[torch.Tensor, dict]:
-    """(loss, parts) of one discriminator step; see the module docstring."""
+    """(loss, parts) of one discriminator step; see the module docstring. ``mix_and_match``: the fraction of the
+    batch whose wrong-z and wrong-c negatives are scored (0: none)."""
     parts = {"d_real": F.softplus(-D(real, cond, z)).mean(), "d_fake": F.softplus(D(fake.detach(), cond, z)).mean()}
-    if mix_and_match:
-        parts["d_wrong_z"] = 0.5 * F.softplus(D(real, cond, z.roll(1, 0))).mean()
-        parts["d_wrong_c"] = 0.5 * F.softplus(D(real, wrong_condition(cond, num_classes, generator), z)).mean()
+    k = round(float(mix_and_match) * len(real))
+    if k:
+        r, c, zk = real[:k], cond[:k], z[:k]
+        parts["d_wrong_z"] = 0.5 * F.softplus(D(r, c, z.roll(1, 0)[:k])).mean()
+        parts["d_wrong_c"] = 0.5 * F.softplus(D(r, wrong_condition(c, num_classes, generator), zk)).mean()
     if r1_gamma > 0 and step % r1_every == 0:
-        x = real[:1].detach().requires_grad_(True)
-        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no second derivative on the CPU
-            (grad,) = torch.autograd.grad(D(x, cond[:1], z[:1]).sum(), x, create_graph=True)
-        parts["r1"] = r1_gamma / 2 * grad.pow(2).sum() * r1_every
+        parts["r1"] = r1_penalty(D, real, cond, z, r1_gamma) * r1_every
     return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
+
+
+def r1_penalty(D: Callable, real: torch.Tensor, cond, z: torch.Tensor, gamma: float) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): gamma / 2 ||grad_x D(x0, c, z)||^2 on one real sample."""
+    x = real[:1].detach().requires_grad_(True)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no second derivative on the CPU
+        (grad,) = torch.autograd.grad(D(x, cond[:1], z[:1]).sum(), x, create_graph=True)
+    return gamma / 2 * grad.pow(2).sum()
 
 
 def generator_gan_loss(D: Callable, fake: torch.Tensor, cond, z: torch.Tensor) -> torch.Tensor:
     return F.softplus(-D(fake, cond, z)).mean()
+
+
+def same_class_indices(labels: torch.Tensor, pool_labels: torch.Tensor, generator: torch.Generator,
+                       exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """For each sample, a random index into the pool whose label is the sample's; with ``exclude`` (the samples' own
+    pool indices) never the sample's own."""
+    groups = {int(c): (pool_labels == c).nonzero().flatten() for c in pool_labels.unique()}
+    out = torch.empty(len(labels), dtype=torch.long)
+    for i, c in enumerate(labels.tolist()):
+        group = groups.get(int(c))
+        if group is None or len(group) < (2 if exclude is not None else 1):
+            raise KakusanError(f"no other real of class {int(c)} to draw from")
+        j = group[int(torch.randint(len(group) - (exclude is not None), (1,), generator=generator))]
+        out[i] = group[-1] if exclude is not None and j == exclude[i] else j
+    return out
+
+
+def noised(D: Callable, sigma: torch.Tensor | None, noise: torch.Tensor | None, augment: bool,
+           generator: torch.Generator) -> Callable:
+    """D(x, c, z) for one step: inputs noised with the step's (sigma, noise) of each pair (the same for its real and
+    its fake: the first len(x) of them), and augmented with a fresh draw per call."""
+    from .perceptual import apply_transform, random_transform
+
+    def run(x, cond, z):
+        if augment:
+            x = apply_transform(x, random_transform(len(x), generator))
+        if sigma is None:
+            return D(x, cond, z)
+        return D(x, cond, z, sigma[:len(x)].to(x.device), noise[:len(x)].to(x.device))
+    return run

@@ -23,7 +23,8 @@ from ..train import TrainLoop
 from ..train.loop import check_run_folder
 from ..utils import io
 from .config import DistillConfig
-from .discriminator import Discriminator, discriminator_loss, generator_gan_loss
+from .discriminator import (Discriminator, discriminator_loss, generator_gan_loss, noised, r1_penalty,
+                            same_class_indices)
 from .pairs import ema_arg, fingerprint, load_pairs
 from .perceptual import EnsembledPerceptualLoss
 
@@ -71,10 +72,32 @@ class DistillObjective(DenoiserObjective):
         self.disc = None
         torch.manual_seed(config.seed)  # the discriminator's heads
         if config.gan_weight > 0:
-            self.disc = Discriminator(teacher, sigma=config.disc_sigma, use_z=config.disc_z)
+            self.disc = Discriminator(teacher, sigma=config.disc_sigma, use_z=config.disc_z, frozen=config.disc_frozen)
             self.modules["disc"] = self.disc
-            self.optimizers["disc"] = torch.optim.Adam(self.disc.parameters(), lr=config.lr_disc, betas=betas)
-        self.num_classes = teacher.num_classes
+            self.optimizers["disc"] = torch.optim.Adam(self.disc_parameters(), lr=config.lr_disc, betas=betas)
+        self.num_classes, self.teacher_process = teacher.num_classes, teacher.process
+        self.real_pool = None
+        if config.gan_weight > 0 and config.disc_reals == "data":
+            from ..data import load_dataset
+
+            data = load_dataset(config.disc_data, teacher.image_shape[-1], teacher.image_shape[0])
+            self.real_pool = (data.images, data.labels if self.pairs.labels is not None else None)
+
+    def disc_parameters(self) -> list:
+        return [p for p in self.disc.parameters() if p.requires_grad]
+
+    def reals(self, idx: torch.Tensor, labels, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """D's reals for the pairs ``idx``: their own x0, another training pair's x0 of the same class, or a real
+        image of the class (``disc_reals``)."""
+        mode = self.config.disc_reals
+        if mode == "paired":
+            return x0
+        pool, pool_labels = (self.pairs.x0[:self.n_train], self.pairs.labels) if mode == "unpaired" else self.real_pool
+        if labels is None or pool_labels is None:  # unconditional: one class
+            labels, pool_labels = torch.zeros(len(idx), dtype=torch.long), torch.zeros(len(pool), dtype=torch.long)
+        j = same_class_indices(labels, pool_labels[:len(pool)], generator,
+                               exclude=idx.cpu() if mode == "unpaired" else None)
+        return pool[j].to(x0.device)
 
     def initial_weights(self, init: str, teacher: str) -> dict:
         start = Denoiser.from_pretrained(model_folder(init))
@@ -105,17 +128,31 @@ class DistillObjective(DenoiserObjective):
         fake = self.student(z, cond)
         logs = {}
         if self.disc is not None:
-            d_loss, parts = discriminator_loss(self.d_forward, x0, fake, cond, z, mix_and_match=cfg.mix_and_match,
-                                               num_classes=self.num_classes, generator=g, r1_gamma=cfg.r1_gamma,
+            sigma = noise = None
+            if cfg.disc_noise:  # one (sigma, noise) per pair, from the teacher's training distribution
+                sigma, noise = self.teacher_process.sample_t(len(idx), g), torch.randn(x0.shape, generator=g)
+            D = noised(self.d_forward, sigma, noise, cfg.disc_augment, g)
+            real = self.reals(idx, labels.cpu() if labels is not None else None, x0, g)
+            r1_inline = cfg.r1_gamma if not cfg.r1_separate else 0.0
+            d_loss, parts = discriminator_loss(D, real, fake, cond, z,
+                                               mix_and_match=cfg.mix_fraction if cfg.mix_and_match else 0.0,
+                                               num_classes=self.num_classes, generator=g, r1_gamma=r1_inline,
                                                r1_every=cfg.r1_every, step=loop.step)
-            logs["loss_d"], logs["grad_norm_d"] = d_loss.item(), loop.optimize("disc", d_loss, self.disc.parameters())
+            logs["loss_d"], logs["grad_norm_d"] = d_loss.item(), loop.optimize("disc", d_loss, self.disc_parameters())
+            if cfg.r1_separate and cfg.r1_gamma > 0 and loop.step % cfg.r1_every == 0:
+                r1 = r1_penalty(D, real, cond, z, cfg.r1_gamma) * cfg.r1_every
+                loop.optimize("disc", r1, self.disc_parameters(), clip=False)
+                parts["r1"] = r1.item()
             logs.update(parts)
         recon = self.reconstruction(fake, x0, g)
         g_loss = recon
         if self.disc is not None:
-            self.disc.requires_grad_(False)
-            gan = generator_gan_loss(self.d_forward, fake, cond, z)
-            self.disc.requires_grad_(True)
+            trained = self.disc_parameters()  # D's own gradients are not wanted here (a frozen backbone stays so)
+            for p in trained:
+                p.requires_grad_(False)
+            gan = generator_gan_loss(D, fake, cond, z)
+            for p in trained:
+                p.requires_grad_(True)
             weight, norms = gan_weight(recon, gan, self.last_layer, cfg.gan_weight, cfg.adaptive_gan_weight)
             g_loss = recon + weight * gan
             logs.update(g_gan=gan.item(), gan_weight=float(weight), **norms)

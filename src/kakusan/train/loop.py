@@ -218,14 +218,15 @@ class TrainLoop:
                 f"({self.images_seen / 1000:.1f} kimg); training stopped. The last good checkpoint in {self.run_dir / 'checkpoint'} is untouched — "
                 "try a lower learning rate.")
 
-    def optimize(self, name: str, loss: torch.Tensor, parameters) -> float:
-        """Backward ``loss`` and step optimizer ``name`` (gradient clipping from the config); returns the grad norm."""
+    def optimize(self, name: str, loss: torch.Tensor, parameters, clip: bool = True) -> float:
+        """Backward ``loss`` and step optimizer ``name`` (gradient clipping from the config unless ``clip`` is off,
+        e.g. for a regulariser that must act at its set strength); returns the grad norm (0 when not clipped)."""
         self.guard(f"{name} loss", loss)
         optimizer = self.objective.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         self.accel.backward(loss)
         parameters = list(parameters)
-        clip = self.config.grad_clip
+        clip = self.config.grad_clip if clip else 0
         grad_norm = self.accel.clip_grad_norm_(parameters, clip) if clip else torch.zeros(())
         self.guard(f"{name} gradient norm", grad_norm)
         optimizer.step()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import KakusanError
-from ..train.config import LoopConfig
+from ..train.config import OPTIMISE, LoopConfig
 from ..utils.options import option, redefault
 
 LOSSES = ("perceptual", "mse")
@@ -48,11 +48,16 @@ class DistillConfig(LoopConfig):
     batch_size: int = redefault(LoopConfig, "batch_size", 32)
     lr: float = redefault(LoopConfig, "lr", 2e-5)
     warmup_kimg: float = redefault(LoopConfig, "warmup_kimg", 0.5)
-    adam_betas: tuple[float, float] = redefault(LoopConfig, "adam_betas", (0.0, 0.99))
+    adam_betas: tuple[float, float] | None = option(None, "Adam beta_1,beta_2.", panel=OPTIMISE, shown="0,0.99 "
+                                                    "(StyleGAN's) with a GAN; 0.9,0.99 without (regression)")
     kimg: float = redefault(LoopConfig, "kimg", 20.0)
     sample_kimg: float = redefault(LoopConfig, "sample_kimg", 2.0)
     checkpoint_kimg: float = redefault(LoopConfig, "checkpoint_kimg", 2.0)
     sample_grid: int = redefault(LoopConfig, "sample_grid", 20)
+
+    def __post_init__(self):
+        if self.adam_betas is None:  # a GAN wants beta_1 = 0; a regression student trains better with momentum
+            self.adam_betas = (0.0, 0.99) if self.gan_weight > 0 else (0.9, 0.99)
 
     def validate(self):
         super().validate()

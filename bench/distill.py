@@ -272,6 +272,8 @@ def parse_args():
     ap.add_argument("--student-ema", default="all",
                     help="students' weight sets: all (raw + every EMA), auto (the folder's default), raw or a length")
     ap.add_argument("--figure", help="PNG: the first ten samples of each row, labelled")
+    ap.add_argument("--precision", default="fp32", help="fp32 | bf16 | auto: of every row's network (teacher, "
+                    "guide, students)")
     return ap.parse_args()
 
 
@@ -312,12 +314,14 @@ def main():
     args = parse_args()
     m = io.read_json(f"{args.pairs}/manifest.json")
     teacher = Denoiser.from_pretrained(model_folder(m["teacher"]), ema=ema_arg(m["ema"]))
+    precision = teacher.set_precision(args.precision)  # the guide follows the teacher's
     guided = guide_from_spec(teacher, m["guide"], m["guidance"], tuple(m["interval"]) if m["interval"] else None,
                              ema_arg(m["guide_ema"]))
     data = load_dataset(args.ref)
     judging = Judging(load_panel(), data.images, data.labels, args.bootstrap)
     names = [j.name for j in judging.judges]
     print(f"teacher {m['teacher']} (guide {m['guide']}, w {m['guidance']}), n = {args.n}, ref {args.ref}, "
+          f"{precision}, "
           f"judges {', '.join(names)}, bootstrap {args.bootstrap}", flush=True)
 
     table = Rows(args.n)
@@ -326,6 +330,7 @@ def main():
         table.draw(key, teacher, guided, setting, who, **facts)
     for name, folder, ema in students(args):
         student = Denoiser.from_pretrained(folder, ema=ema)
+        student.set_precision(precision)
         weights = student.info["weights"]
         table.draw(f"student_{name}@{weights}", student, None, Setting("onestep", 1),
                    f"student, {STUDENTS.get(name, name)}, {weights}", student=name, weights=weights)
@@ -338,7 +343,8 @@ def main():
     few_step_best, best = best_rows(rows)
     for nfe, key in few_step_best.items():
         print(f"best solver at {nfe} NFE: {key}")
-    result = {"n": args.n, "ref": args.ref, "bootstrap": args.bootstrap, "seeds": f"{SEED0} + i, class-cycled",
+    result = {"n": args.n, "ref": args.ref, "precision": precision, "bootstrap": args.bootstrap,
+              "seeds": f"{SEED0} + i, class-cycled",
               "pairs": args.pairs, "teacher": m["teacher"], "guide": m["guide"], "guidance": m["guidance"],
               "students_weights": args.student_ema, "judges": names, "references": references,
               "floor": {j: {"fd": s["floor_fd"], "n": s["floor_n"]} for j, s in rows["teacher35"]["judges"].items()},

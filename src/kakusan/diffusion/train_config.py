@@ -7,6 +7,7 @@ like any other (``--p-mean``, ``--steps``), and one that belongs to another proc
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .. import KakusanError
@@ -24,6 +25,7 @@ LEGACY_KEYS = {"p_mean": "p_mean", "p_std": "p_std", "beta_schedule": "schedule"
                "to_mean": "to_mean", "mix_source": "mix_source"}
 
 
+@functools.lru_cache(maxsize=None)  # the catalogue is fixed: import and ask each class once
 def trainable_processes() -> dict[str, type]:
     """{kind: class} of every process a denoiser can be trained for."""
     classes = {kind: process_class(kind) for kind in PROCESSES}

@@ -16,7 +16,6 @@ from .. import KakusanError
 from ..data import ImageDataset, load_dataset, token_vocab_size
 from ..nets import NetConfig
 from ..train.loop import Objective, TrainLoop, check_run_folder
-from ..utils import io
 from ..utils.precision import autocast_dtype
 from .denoiser import RAW, Denoiser, ema_variant, preconditioned
 from .generation import generate
@@ -167,7 +166,4 @@ class Trainer(TrainLoop):
     def resume(cls, run_dir: str | Path, progress: bool = True, **given) -> "Trainer":
         """Continue the run in ``run_dir`` exactly where it stopped. Options ``given`` again must equal the run's,
         except ``kimg`` and ``minutes``."""
-        stored = Path(run_dir) / "train_config.json"
-        if not stored.is_file():
-            raise KakusanError(f"nothing to resume: {run_dir} has no train_config.json")
-        return cls(TrainConfig.resumed(io.read_json(stored), given), run_dir, resume=True, progress=progress)
+        return cls(TrainConfig.read_resumed(run_dir, given), run_dir, resume=True, progress=progress)

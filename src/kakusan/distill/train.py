@@ -21,7 +21,6 @@ from ..diffusion.training import DenoiserObjective
 from ..models import model_folder
 from ..train import TrainLoop
 from ..train.loop import check_run_folder
-from ..utils import io
 from .config import DistillConfig
 from .discriminator import (Discriminator, discriminator_loss, generator_gan_loss, noised, r1_penalty,
                             same_class_indices)
@@ -207,9 +206,5 @@ def train_student(config: DistillConfig, run_dir: str | Path, *, resume: bool = 
                      trackers=trackers).train()
 
 
-def resume_student(run_dir: str | Path, progress: bool = True, **changes) -> dict:
-    stored = Path(run_dir) / "train_config.json"
-    if not stored.is_file():
-        raise KakusanError(f"nothing to resume: {run_dir} has no train_config.json")
-    return train_student(DistillConfig.resumed(io.read_json(stored), changes), run_dir, resume=True,
-                         progress=progress)
+def resume_student(run_dir: str | Path, progress: bool = True, **given) -> dict:
+    return train_student(DistillConfig.read_resumed(run_dir, given), run_dir, resume=True, progress=progress)

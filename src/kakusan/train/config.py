@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import KakusanError
 from ..utils.configs import from_dict
@@ -93,6 +94,16 @@ class LoopConfig:
             raise KakusanError(f"not a valid {cls.__name__}: {e}") from None
         config.adam_betas = tuple(config.adam_betas)
         return config
+
+    @classmethod
+    def read_resumed(cls, run_dir, given: dict):
+        """The config of the run in ``run_dir`` (its ``train_config.json``) continued with the options ``given``."""
+        from ..utils import io
+
+        stored = Path(run_dir) / "train_config.json"
+        if not stored.is_file():
+            raise KakusanError(f"nothing to resume: {run_dir} has no train_config.json")
+        return cls.resumed(io.read_json(stored), given)
 
     @classmethod
     def resumed(cls, stored: dict, given: dict):

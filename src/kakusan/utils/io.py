@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
@@ -141,7 +142,7 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         tensors = load_file(str(path))
     except OSError as e:
         raise _error(e, path, "read") from e
-    except Exception as e:  # safetensors' own error type for a damaged header or data
+    except SafetensorError as e:  # a damaged header or data
         raise KakusanError(f"{path} is not a readable safetensors file; it is truncated or damaged "
                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
     if CHECKSUM_KEY in meta and tensors_digest(tensors) != meta[CHECKSUM_KEY]:

@@ -191,10 +191,10 @@ def distill_config(pair_set, **kw):
                                    checkpoint_kimg=0.008, sample_kimg=1, log_kimg=0.004, r1_every=2), **kw})
 
 
-# every discriminator switch of the ablation at once: noise, frozen backbone, augmentation, unpaired reals, a
-# fraction of mix-and-match, R1 as its own step, the adaptive GAN weight
-SWITCHES = dict(disc_noise=True, disc_frozen=True, disc_augment=True, disc_reals="unpaired", mix_fraction=0.5,
-                r1_separate=True, adaptive_gan_weight=True)
+# every discriminator switch of the ablation at once: the paper's multi-scale D, noise, frozen backbone,
+# augmentation, unpaired reals, a fraction of mix-and-match, R1 as its own step, the adaptive GAN weight
+SWITCHES = dict(disc_scales="paper", disc_noise=True, disc_frozen=True, disc_augment=True, disc_reals="unpaired",
+                mix_fraction=0.5, r1_separate=True, adaptive_gan_weight=True, precision="bf16")
 
 
 @pytest.mark.slow
@@ -396,3 +396,60 @@ def test_bad_distillation_options_are_one_line_exit_2_and_touch_nothing(pair_set
         r = run(*args, "--out", tmp_path / "s", "--no-progress")
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and words in r.output, r.output
         assert not (tmp_path / "s" / "checkpoint").exists()
+
+
+def test_the_papers_multi_scale_discriminator_feeds_every_encoder_block_and_reads_every_decoder_block(teacher):
+    from kakusan.distill.discriminator import Discriminator
+
+    model = Denoiser.from_pretrained(teacher)
+    x, c = torch.randn(2, 1, 16, 16), torch.tensor([0, 1])
+    one, stages, paper = (Discriminator(model, scales=s) for s in ("one", "stages", "paper"))
+    ups = model.net.unet.up_blocks
+    assert len(one.heads) == 1 and len(stages.heads) == len(model.net.feature_modules())
+    assert len(paper.heads) == 1 + sum(len(b.resnets) for b in ups)  # several outputs per decoder scale
+    assert len(paper.pyramid) == len(model.net.unet.down_blocks) - 1
+    with torch.no_grad():
+        _, _, c_in, c_noise = model.process.precondition(torch.full((2,), paper.sigma))
+        bare = model.net.features(c_in[:, None, None, None] * x, c_noise, c, places="blocks")
+        before = paper.stages(x, c)  # zero-initialised branches: the same features as without them
+        for conv in paper.pyramid:
+            conv.weight.fill_(1.0)
+        after = paper.stages(x, c)
+        assert all(torch.equal(before[k], bare[k]) for k in bare)
+        assert not torch.equal(after["mid"], bare["mid"])  # the resized input now enters the encoder
+        # the hooks live only during D's call: the backbone alone is the teacher's net again
+        assert torch.equal(paper.net(x, torch.zeros(2), c), model.net(x, torch.zeros(2), c))
+    with pytest.raises(KakusanError, match="unknown discriminator scales"):
+        Discriminator(model, scales="all")
+
+
+def test_resuming_a_trainable_discriminator_as_frozen_with_r1_is_refused_and_keeps_the_checkpoint(pair_set, tmp_path):
+    """A frozen D's optimizer has no state for the backbone the stored one trained (R1 and Adam moments on parameters
+    that do not exist there): resuming with --disc-frozen is one line, exit 2, and the checkpoint is untouched."""
+    from typer.testing import CliRunner
+
+    from kakusan.cli import app
+    from kakusan.distill.train import train_student
+
+    train_student(distill_config(pair_set, kimg=0.008, r1_gamma=1.0), tmp_path / "s", progress=False)
+    before = {p: p.read_bytes() for p in (tmp_path / "s" / "checkpoint").rglob("*") if p.is_file()}
+    r = CliRunner().invoke(app, ["distill", "train", "--out", str(tmp_path / "s"), "--resume", "--disc-frozen",
+                                 "--kimg", "0.016", "--no-progress"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "disc_frozen False -> True" in r.output, r.output
+    assert before == {p: p.read_bytes() for p in (tmp_path / "s" / "checkpoint").rglob("*") if p.is_file()}
+
+
+def test_a_distillation_run_records_its_precision_and_one_stored_before_that_resumes_in_fp32(monkeypatch):
+    from kakusan.distill.config import DistillConfig
+    from kakusan.utils import precision
+
+    for amx, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: amx)
+        assert DistillConfig(pairs="p").precision == want  # auto: this machine's choice, written down
+    stored = DistillConfig(pairs="p", precision="bf16").to_dict()
+    assert DistillConfig.resumed(stored, {}).precision == "bf16"
+    del stored["precision"]  # a run written before the field existed ran in fp32, and continues so
+    assert DistillConfig.resumed(stored, {}).precision == "fp32"
+    with pytest.raises(KakusanError, match="precision 'fp32' -> 'bf16'"):
+        DistillConfig.resumed(stored, {"precision": "bf16"})

@@ -11,15 +11,14 @@ import functools
 from dataclasses import dataclass
 
 from .. import KakusanError
-from ..train.config import BOOKS, LoopConfig
+from ..train.config import BOOKS, SPEED, LoopConfig
 from ..utils.options import cli_fields, option
-from ..utils.precision import PRECISIONS, resolve_precision
 from .process import PROCESSES, process_class
 
 # Pixel-space training beyond this is out of any budget this project targets (and a typo like 10000 would otherwise
 # ask the allocator for terabytes).
 MAX_IMAGE_SIZE = 1024
-MODEL, SPEED = "Data and network", "Speed"
+MODEL = "Data and network"
 # the flat keys of train_config.json written before each process owned its options
 LEGACY_KEYS = {"p_mean": "p_mean", "p_std": "p_std", "beta_schedule": "schedule", "steps": "steps",
                "to_mean": "to_mean", "mix_source": "mix_source"}
@@ -74,18 +73,10 @@ class TrainConfig(LoopConfig):
     process_options: dict = option(factory=dict, help="The process's own options (see its flags).", cli=False)
     loss: str = option("auto", "l2 | l1 | auto (l1 for cold degradations, as in the paper; l2 otherwise).",
                        panel=MODEL)
-    precision: str = option("auto", "auto (bf16 autocast where the CPU has AMX-BF16 or the GPU has bf16; fp32 "
-                            "otherwise) | fp32 | bf16.", panel=SPEED)
     channels_last: bool = option(False, "Channels-last memory format.", panel=SPEED)
     compile: bool = option(False, "torch.compile the network.", panel=SPEED)
     preview_steps: int = option(18, "Heun steps of the periodic sample grids (2 x steps - 1 network evaluations).",
                                 panel=BOOKS)
-
-    def __post_init__(self):
-        import torch
-
-        if self.precision == "auto":  # the run records the precision chosen for this machine
-            self.precision = resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -123,7 +114,6 @@ class TrainConfig(LoopConfig):
             (0 <= self.label_dropout < 1, "label_dropout must be in [0, 1)"),
             (self.preview_steps >= 1, "preview_steps must be >= 1"),
             (self.loss in ("auto", "l1", "l2"), "loss must be auto, l1 or l2"),
-            (self.precision in PRECISIONS, f"precision must be {', '.join(PRECISIONS)}"),
             (self.cond in ("auto", *COND_TYPES), f"cond must be auto, {', '.join(COND_TYPES)}"),
         ]
         for ok, message in checks:

@@ -9,6 +9,7 @@ from ..utils.options import option, redefault
 
 LOSSES = ("perceptual", "mse")
 REALS = ("paired", "unpaired", "data")
+SCALES = ("one", "stages", "paper")
 GAN = "Distillation (Diffusion2GAN)"
 
 
@@ -27,6 +28,10 @@ class DistillConfig(LoopConfig):
     mix_and_match: bool = option(True, "Wrong-z and wrong-c negatives for the discriminator.", panel=GAN)
     disc_z: bool = option(True, "The discriminator sees z (through a zero-initialised branch).", panel=GAN)
     disc_sigma: float = option(0.5, "The noise level at which the discriminator's UNet runs.", panel=GAN)
+    disc_scales: str = option("stages", "Where D's real/fake heads read: one (the decoder's last block) | stages "
+                              "(every encoder, middle and decoder stage) | paper (the multi-scale D of Diffusion2GAN: "
+                              "the input resized into every encoder block, a head after every decoder residual "
+                              "block).", panel=GAN)
     mix_fraction: float = option(1.0, "Fraction of the batch whose mix-and-match negatives are scored.", panel=GAN)
     disc_noise: bool = option(False, "Noise D's inputs at a sigma drawn from the teacher's training distribution, "
                               "one (sigma, noise) for the real and the fake of a pair.", panel=GAN)
@@ -56,6 +61,7 @@ class DistillConfig(LoopConfig):
     sample_grid: int = redefault(LoopConfig, "sample_grid", 20)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.adam_betas is None:  # a GAN wants beta_1 = 0; a regression student trains better with momentum
             self.adam_betas = (0.0, 0.99) if self.gan_weight > 0 else (0.9, 0.99)
 
@@ -68,6 +74,7 @@ class DistillConfig(LoopConfig):
                   (self.holdout >= 0, "holdout must be >= 0"),
                   (0 <= self.mix_fraction <= 1, "mix_fraction must be in [0, 1]"),
                   (self.disc_reals in REALS, f"disc_reals must be {' | '.join(REALS)}"),
+                  (self.disc_scales in SCALES, f"disc_scales must be {' | '.join(SCALES)}"),
                   (self.gan_weight > 0 or not self.disc_options(), f"{', '.join(self.disc_options())}: options of "
                    "the discriminator, which --gan-weight 0 does not build")]
         for ok, message in checks:
@@ -79,4 +86,5 @@ class DistillConfig(LoopConfig):
         """The discriminator's switches set away from their defaults."""
         on = [f"--{k.replace('_', '-')}" for k in ("disc_noise", "disc_frozen", "disc_augment", "r1_separate",
                                                      "adaptive_gan_weight") if getattr(self, k)]
-        return on + (["--disc-reals"] if self.disc_reals != "paired" else [])
+        return (on + (["--disc-reals"] if self.disc_reals != "paired" else [])
+                + (["--disc-scales"] if self.disc_scales != "stages" else []))

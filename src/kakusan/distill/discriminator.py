@@ -2,8 +2,10 @@
 
 D(x0, c, z): a copy of the teacher's UNet — encoder *and* decoder, initialised from the teacher's weights — run at one
 fixed noise level sigma_d on x0 plus a zero-initialised 1x1-convolution of the noise z (so the pairing of image and z
-enters without disturbing the initial network), conditioned on c through the UNet's own conditioning; one 1x1-conv
-real/fake head on every stage (multi-scale), each averaged over space, summed.
+enters without disturbing the initial network), conditioned on c through the UNet's own conditioning; 1x1-conv
+real/fake heads, each averaged over space, summed: on the decoder's last block, on every stage, or (the paper's
+multi-scale D) on every residual block of the decoder with the input resized into every encoder block too
+(:class:`Discriminator`'s ``scales``).
 
 Losses (non-saturating, Goodfellow et al. 2014), with switches for the paper's ablation:
 * discriminator: softplus(-D(x0, c, z)) + softplus(D(G(z, c), c, z)); mix-and-match negatives score the *right image
@@ -19,6 +21,7 @@ sigma drawn from the teacher's training distribution, the same (sigma, noise) fo
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -31,19 +34,59 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.process import per_sample
 
 
+def zero_conv(a: int, b: int) -> nn.Conv2d:
+    """A 1x1 convolution that starts as zero: a branch that joins without disturbing the initial network."""
+    conv = nn.Conv2d(a, b, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+# --disc-scales: (the backbone's feature places that get a head, whether the input enters every encoder block)
+SCALES = {"one": ("last", False), "stages": ("stages", False), "paper": ("blocks", True)}
+
+
 class Discriminator(nn.Module):
-    def __init__(self, teacher: Denoiser, *, sigma: float = 0.5, use_z: bool = True, frozen: bool = False):
+    """``scales``: ``one`` — a single real/fake head on the decoder's last block; ``stages`` — a head on every
+    encoder, middle and decoder stage; ``paper`` — Diffusion2GAN's multi-scale D: the input, resized to each encoder
+    block's resolution, also enters that block (through a zero-initialised 1x1 convolution), and a head reads the
+    middle block and every residual block of the decoder (several outputs per scale)."""
+
+    def __init__(self, teacher: Denoiser, *, sigma: float = 0.5, use_z: bool = True, frozen: bool = False,
+                 scales: str = "stages"):
         super().__init__()
-        self.net = copy.deepcopy(teacher.net).train().requires_grad_(not frozen)  # frozen: only z_in and heads learn
-        self.process = teacher.process
+        if scales not in SCALES:
+            raise KakusanError(f"unknown discriminator scales {scales!r}; choose {' | '.join(SCALES)}")
+        self.places, pyramid = SCALES[scales]
+        if scales != "stages" and not hasattr(teacher.net, "encoder_entries"):
+            raise KakusanError(f"--disc-scales {scales} needs a UNet teacher")
+        self.net = copy.deepcopy(teacher.net).train().requires_grad_(not frozen)  # frozen: only the branches and
+        self.process = teacher.process                                            # the heads learn
         self.sigma, self.use_z = sigma, use_z
         channels = teacher.image_shape[0]
-        self.z_in = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.z_in.weight)
-        nn.init.zeros_(self.z_in.bias)
-        with torch.no_grad():  # the channels of every stage, from one probe
+        self.z_in = zero_conv(channels, channels)
+        entries = self.net.encoder_entries() if pyramid else []
+        self.pyramid = nn.ModuleList(zero_conv(channels, width) for _, width in entries)
+        with torch.no_grad():  # the channels of every place, from one probe
             probe = self.stages(torch.zeros(1, *teacher.image_shape), teacher.null_cond(1))
         self.heads = nn.ModuleDict({name.replace(".", "_"): nn.Conv2d(f.shape[1], 1, 1) for name, f in probe.items()})
+
+    @contextmanager
+    def resized_input(self, x: torch.Tensor):
+        """While open, each encoder block's input gets its 1x1 branch of x resized (area) to its resolution."""
+        def hook(conv):
+            def add(module, args, kwargs):
+                h = kwargs["hidden_states"]
+                kwargs["hidden_states"] = h + conv(F.interpolate(x, size=h.shape[-2:], mode="area")).to(h.dtype)
+                return args, kwargs
+            return add
+        blocks = [block for block, _ in self.net.encoder_entries()] if len(self.pyramid) else []
+        handles = [b.register_forward_pre_hook(hook(c), with_kwargs=True) for b, c in zip(blocks, self.pyramid)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def stages(self, x0: torch.Tensor, cond, z: torch.Tensor | None = None, sigma: torch.Tensor | None = None,
                noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -55,7 +98,9 @@ class Discriminator(nn.Module):
         else:
             x = x + per_sample(sigma, x) * noise
         _, _, c_in, c_noise = self.process.precondition(sigma)
-        return self.net.features(per_sample(c_in, x) * x, c_noise, cond)
+        x = per_sample(c_in, x) * x
+        with self.resized_input(x):
+            return self.net.features(x, c_noise, cond, places=self.places)
 
     def forward(self, x0: torch.Tensor, cond, z: torch.Tensor | None = None, sigma: torch.Tensor | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:

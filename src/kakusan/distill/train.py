@@ -21,6 +21,7 @@ from ..diffusion.training import DenoiserObjective
 from ..models import model_folder
 from ..train import TrainLoop
 from ..train.loop import check_run_folder
+from ..utils.precision import autocast_dtype
 from .config import DistillConfig
 from .discriminator import (Discriminator, discriminator_loss, generator_gan_loss, noised, r1_penalty,
                             same_class_indices)
@@ -68,10 +69,11 @@ class DistillObjective(DenoiserObjective):
         betas = tuple(config.adam_betas)
         self.modules = {"model": self.model}
         self.optimizers = {"model": torch.optim.Adam(self.model.net.parameters(), lr=config.lr, betas=betas)}
-        self.disc = None
+        self.disc, self.autocast = None, None  # the run's autocast dtype, set in prepare
         torch.manual_seed(config.seed)  # the discriminator's heads
         if config.gan_weight > 0:
-            self.disc = Discriminator(teacher, sigma=config.disc_sigma, use_z=config.disc_z, frozen=config.disc_frozen)
+            self.disc = Discriminator(teacher, sigma=config.disc_sigma, use_z=config.disc_z, frozen=config.disc_frozen,
+                                      scales=config.disc_scales)
             self.modules["disc"] = self.disc
             self.optimizers["disc"] = torch.optim.Adam(self.disc_parameters(), lr=config.lr_disc, betas=betas)
         self.num_classes, self.teacher_process = teacher.num_classes, teacher.process
@@ -108,14 +110,25 @@ class DistillObjective(DenoiserObjective):
 
     def prepare(self, accel):
         super().prepare(accel)
+        self.autocast = autocast_dtype(self.config.precision, accel.device)
         if self.disc is not None:
-            self.d_forward, self.optimizers["disc"] = accel.prepare(self.disc, self.optimizers["disc"])
+            self.d_prepared, self.optimizers["disc"] = accel.prepare(self.disc, self.optimizers["disc"])
+
+    def d_forward(self, *args, **kwargs) -> torch.Tensor:
+        """D's logits, its network under the run's autocast (fp32 out)."""
+        with self.autocasting():
+            return self.d_prepared(*args, **kwargs).float()
+
+    def autocasting(self):
+        device = next(self.model.parameters()).device.type
+        return torch.autocast(device, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None)
 
     def student(self, z: torch.Tensor, cond) -> torch.Tensor:
         """G(z, c): the preconditioned net once at sigma_max."""
         sigma_max = self.model.process.sigma_max
         sigma = torch.full((z.shape[0],), sigma_max, device=z.device)
-        return preconditioned(self.model.process, self.forward, sigma_max * z, sigma, cond)
+        return preconditioned(self.model.process, self.forward, sigma_max * z, sigma, cond,
+                              autocast=self.autocast)
 
     def train_step(self, loop):
         cfg, device = self.config, loop.accel.device
@@ -167,7 +180,10 @@ class DistillObjective(DenoiserObjective):
         return [p for p in self.model.net.parameters() if p.dim() > 1][-1]
 
     def reconstruction(self, fake, x0, generator) -> torch.Tensor:
-        return self.recon(fake, x0, generator).mean() if self.recon is not None else (fake - x0).pow(2).mean()
+        if self.recon is None:
+            return (fake - x0).pow(2).mean()
+        with self.autocasting():
+            return self.recon(fake, x0, generator).float().mean()
 
     @torch.no_grad()
     def heldout_loss(self, step: int, batch: int) -> float:

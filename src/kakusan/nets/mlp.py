@@ -9,6 +9,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .. import KakusanError
+
 
 @dataclass
 class MLPConfig:
@@ -57,7 +59,9 @@ class MLPNet(nn.Module):
     def forward(self, x, c_noise, cond=None):
         return self.body(torch.cat([x, c_noise.reshape(-1, 1).to(x.dtype)], dim=1))
 
-    def features(self, x, c_noise, cond=None, names=None) -> dict[str, torch.Tensor]:
+    def features(self, x, c_noise, cond=None, names=None, places="stages") -> dict[str, torch.Tensor]:
+        if places != "stages":
+            raise KakusanError(f"an MLP has only its hidden layers as feature places, not {places!r}")
         h = torch.cat([x, c_noise.reshape(-1, 1).to(x.dtype)], dim=1)
         out = {}
         for i, layer in enumerate(self.body):

@@ -174,17 +174,33 @@ class UNetNet(nn.Module):
             return self.unet(x, c_noise, class_labels=cond).sample
         return self.unet(x, c_noise).sample
 
-    def feature_modules(self) -> dict[str, nn.Module]:
-        """The stages by name: each down block, the middle block, each up block (lowest resolution first)."""
+    def feature_modules(self, places: str = "stages") -> dict[str, nn.Module]:
+        """Named places whose outputs are features. ``stages``: each down block, the middle block, each up block
+        (lowest resolution first); ``blocks``: the middle block and every residual block of every up block (several
+        places per decoder scale); ``last``: the last up block alone."""
+        up_blocks = self.unet.up_blocks
+        if places == "last":
+            return {f"up.{len(up_blocks) - 1}": up_blocks[-1]}
+        if places == "blocks":
+            return {"mid": self.unet.mid_block, **{f"up.{i}.{j}": r for i, block in enumerate(up_blocks)
+                                                   for j, r in enumerate(block.resnets)}}
+        if places != "stages":
+            raise KakusanError(f"unknown feature places {places!r}; choose stages, blocks or last")
         down = {f"down.{i}": block for i, block in enumerate(self.unet.down_blocks)}
-        up = {f"up.{i}": block for i, block in enumerate(self.unet.up_blocks)}
+        up = {f"up.{i}": block for i, block in enumerate(up_blocks)}
         return {**down, "mid": self.unet.mid_block, **up}
 
+    def encoder_entries(self) -> list[tuple[nn.Module, int]]:
+        """(down block, the channels of its input) of every down block but the first (which sees the image through
+        ``conv_in``): where an input resized to the block's resolution can enter."""
+        widths = self.unet.config.block_out_channels
+        return [(block, widths[i - 1]) for i, block in enumerate(self.unet.down_blocks) if i > 0]
+
     @contextmanager
-    def capture(self, names=None):
-        """Within the block, every forward call records the outputs of the named stages into the yielded dict."""
+    def capture(self, names=None, places: str = "stages"):
+        """Within the block, every forward call records the outputs of the named places into the yielded dict."""
         found: dict[str, torch.Tensor] = {}
-        modules = self.feature_modules()
+        modules = self.feature_modules(places)
         unknown = set(names or ()) - set(modules)
         if unknown:
             raise KakusanError(f"unknown feature stages {sorted(unknown)}; known: {', '.join(modules)}")
@@ -201,8 +217,9 @@ class UNetNet(nn.Module):
                 h.remove()
 
     def features(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None,
-                 names=None) -> dict[str, torch.Tensor]:
-        """Activations {stage: (B, C, H, W)} of one forward pass (for a discriminator's heads); ``names``: a subset."""
-        with self.capture(names) as found:
+                 names=None, places: str = "stages") -> dict[str, torch.Tensor]:
+        """Activations {place: (B, C, H, W)} of one forward pass (for a discriminator's heads); ``names``: a subset;
+        ``places``: see :meth:`feature_modules`."""
+        with self.capture(names, places) as found:
             self(x, c_noise, cond)
         return dict(found)

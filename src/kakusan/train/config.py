@@ -13,13 +13,14 @@ from pathlib import Path
 from .. import KakusanError
 from ..utils.configs import from_dict
 from ..utils.options import option
+from ..utils.precision import PRECISIONS, resolve_precision
 from .ema import MAX_SIGMA_REL
 
 # Only the training length (and where logs go) may change when a run is resumed: anything else would make it a
 # different run.
 RESUMABLE_CHANGES = ("kimg", "minutes")
 FREE_ON_RESUME = (*RESUMABLE_CHANGES, "log_with")
-OPTIMISE, BOOKS = "Length and optimisation", "Checkpoints, grids and logs"
+OPTIMISE, BOOKS, SPEED = "Length and optimisation", "Checkpoints, grids and logs", "Speed"
 
 
 def _positive(v: float) -> bool:
@@ -56,6 +57,14 @@ class LoopConfig:
     sample_grid: int = option(64, "Images in each periodic grid.", panel=BOOKS)
     log_with: str | None = option(None, "Also log to an accelerate tracker, e.g. tensorboard (needs that package).",
                                   panel=BOOKS)
+    precision: str = option("auto", "auto (bf16 autocast where the CPU has AMX-BF16 or the GPU has bf16; fp32 "
+                            "otherwise) | fp32 | bf16.", panel=SPEED)
+
+    def __post_init__(self):
+        import torch
+
+        if self.precision == "auto":  # the run records the precision chosen for this machine
+            self.precision = resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
 
     def validate(self):
         checks = [
@@ -73,6 +82,7 @@ class LoopConfig:
             (all(_positive(v) for v in self.snapshot_kimg), "snapshot_kimg must hold numbers > 0"),
             (self.snapshot_every_kimg == 0 or _positive(self.snapshot_every_kimg), "snapshot_every_kimg must be >= 0"),
             (self.sample_grid >= 1, "sample_grid must be >= 1"),
+            (self.precision in PRECISIONS, f"precision must be {', '.join(PRECISIONS)}"),
             (all(0 <= b < 1 for b in self.adam_betas) and len(self.adam_betas) == 2, "adam_betas must be 2 in [0, 1)"),
             (all(0 < s < MAX_SIGMA_REL for s in self.ema_stds),
              f"EMA lengths (sigma_rel) must be in (0, {MAX_SIGMA_REL:.4f})"),
@@ -109,7 +119,7 @@ class LoopConfig:
     def resumed(cls, stored: dict, given: dict):
         """The stored config of a run, continued with the options ``given`` again: those equal to the run's are
         accepted (a job script reruns its line with ``--resume``); only the training length may differ."""
-        old = cls.from_dict(stored).to_dict()
+        old = cls.from_dict({"precision": "fp32", **stored}).to_dict()  # before it was recorded, runs were fp32
         new = cls.from_dict({**old, **given}).to_dict()
         differ = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                   if k not in FREE_ON_RESUME and _json(old.get(k)) != _json(new.get(k))]

@@ -1,7 +1,7 @@
 """One-step distillation (Diffusion2GAN) against its teacher: every row paired with the teacher's on the same seeds,
 under every judge of the panel.
 
-    python bench/distill.py --pairs PAIRS [--mse RUN] [--lpips RUN] [--gan RUN] [--extra NAME=RUN] [--n 2000]
+    python bench/distill.py --pairs PAIRS [--mse RUN] [--lpips RUN] [--gan RUN] [--extra NAME=RUN[@WEIGHTS]] [--n 2000]
         [--student-ema all|auto|raw|LENGTH] [--ref mnist|mnist-heldout] [--bootstrap 100] [--figure PNG]
 
 The teacher and its guidance are the pair set's (manifest.json). Rows, all on the seeds 1,000,000 + i (never a
@@ -13,15 +13,17 @@ training pair's seed), class-cycled, so that any two pair:
   on its optimized grid);
 * ``teacher{N}_{solver}``: the teacher at N NFE (``--few-step``) with Euler and DPM-Solver++(2M) (at 1 NFE, Euler);
 * ``student_{name}@{weights}``: each given student at 1 NFE with each weight set (``--student-ema all``: the raw
-  weights and every stored EMA; ``auto``: the folder's default; ``raw`` or a length: that one).
+  weights and every stored EMA; ``auto``: the folder's default; ``raw`` or a length: that one; ``--extra
+  NAME=RUN@WEIGHTS`` gives one student its own choice).
 
 A row whose setting repeats an earlier one is not drawn again (``same_as``). Every row is scored against ``--ref``
 (all 5,000 MNIST digits, or the 1,000 of mnist-heldout) by :func:`kakusan.metrics.panel.compare_sets`. Printed per
 row: a header (key, label, solver, NFE, images per second of its sampling), then one line per judge — FD ± its
 bootstrap spread, FD / the real-vs-real floor (at min(n, half the reference)), KID, precision, recall, class
-accuracy (classifier judges), and the FD ratio row / teacher35 and row / teacher_pairs, each ± its *paired*
-bootstrap spread with z (the FD gap in paired spreads, > 0: the row is better) — and the panel's verdict on "the
-row beats teacher35 / teacher_pairs" (holds, reversed, depends on the judge, inside the spread). Then the best
+accuracy (classifier judges), and the FD ratio row / teacher35 and row / teacher_pairs (and row / ``--control``,
+a student's first row), each ± its *paired* bootstrap spread with z (the FD gap in paired spreads, > 0: the row is
+better) — and the panel's verdict on "the row beats teacher35 / teacher_pairs / control" (holds, reversed, depends on
+the judge, inside the spread). Then the best
 solver at each few-step NFE and the best student row (lowest geometric mean of FD / floor over the judges; among
 the GAN student's weight sets if there is one), and the teacher with DPM-Solver++(2M) at increasing NFE
 (``--match``) until its FD is at most that student's under every judge: the fewest NFE that does, its FD ratios
@@ -33,7 +35,7 @@ also calls the guide. ``--figure``: the first ten samples of every row (digits 0
 Last line, one JSON object: n, ref, bootstrap, seeds, pairs, teacher, guide, guidance, students_weights, judges,
 references ({teacher35, teacher_pairs}: the row each names), floor ({judge: {fd, n}}), rows ({row: {label, solver,
 sampler, steps, schedule, nfe, img_s[, student, weights], judges: {judge: {fd, fd_std, floor_fd, floor_n,
-fd_over_floor, kid, precision, recall, class_acc}}, vs: {teacher35 | teacher_pairs: {verdict, judges: {judge:
+fd_over_floor, kid, precision, recall, class_acc}}, vs: {teacher35 | teacher_pairs | control: {verdict, judges: {judge:
 {ratio, ratio_std, z}}}}}}), same_as ({row: the earlier row of its setting}), few_step_best ({NFE: row}),
 best_student, teacher_match ({solver, nfe, img_s, judges, vs_student, student, student_speedup}, or {student,
 none_up_to_nfe, last}; null without a student or ``--match``) and note (the mnist-heldout note, else null).
@@ -144,8 +146,9 @@ def students(args):
     given += [tuple(item.split("=", 1)) for item in args.extra]
     for name, path in given:
         if path:
+            path, _, choice = path.partition("@")  # RUN@WEIGHTS: this student's own --student-ema
             folder = model_folder(path)
-            for ema in weight_choices(folder, args.student_ema):
+            for ema in weight_choices(folder, choice or args.student_ema):
                 yield name, folder, ema
 
 
@@ -261,8 +264,11 @@ def parse_args():
     ap.add_argument("--pairs", required=True)
     for name in ("mse", "lpips", "gan"):
         ap.add_argument(f"--{name}", help=f"run or model folder of the student trained with {name}")
-    ap.add_argument("--extra", action="append", default=[], metavar="NAME=RUN",
-                    help="another student, reported as student_NAME (e.g. a control trained as long as the GAN one)")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=RUN[@WEIGHTS]",
+                    help="another student, reported as student_NAME (e.g. a control trained as long as the GAN one); "
+                         "@WEIGHTS: its own --student-ema")
+    ap.add_argument("--control", help="a student NAME: every row is also compared with its (first) row, as a paired "
+                                      "ratio (the ablation's perceptual-only control)")
     ap.add_argument("--n", type=int, default=2000, help="samples per row (the same seeds in every row)")
     ap.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamplings of the paired FD spreads")
     ap.add_argument("--ref", default="mnist", choices=("mnist", "mnist-heldout"), help="the real images")
@@ -337,6 +343,11 @@ def main():
     rows = table.rows
 
     references = {role: table.same_as.get(role, role) for role in ("teacher35", "teacher_pairs")}
+    if args.control:  # every row also paired with one student's first row (e.g. perceptual-only, as long)
+        control = [key for key in rows if key.startswith(f"student_{args.control}@")]
+        if not control:
+            raise SystemExit(f"--control {args.control}: no student of that name")
+        references["control"] = control[0]
     compared = judging.compare(table.sets, references)
     report_rows(rows, compared, references)
 

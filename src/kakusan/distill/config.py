@@ -49,21 +49,17 @@ class DistillConfig(LoopConfig):
                                        panel=GAN)
     holdout: int = option(0, "Pairs held out of training (the last N of the set); their reconstruction loss is "
                           "logged as heldout_recon beside g_recon.", panel=GAN)
-    # the loop's defaults, changed for a GAN: no warm-up beyond a short one, Adam betas of StyleGAN
+    # the loop's defaults, changed for a distillation: a short warm-up, smaller batches and steps
     batch_size: int = redefault(LoopConfig, "batch_size", 32)
     lr: float = redefault(LoopConfig, "lr", 2e-5)
     warmup_kimg: float = redefault(LoopConfig, "warmup_kimg", 0.5)
-    adam_betas: tuple[float, float] | None = option(None, "Adam beta_1,beta_2.", panel=OPTIMISE, shown="0,0.99 "
-                                                    "(StyleGAN's) with a GAN; 0.9,0.99 without (regression)")
+    adam_betas: tuple[float, float] = option((0.9, 0.99), "Adam beta_1,beta_2 of both players. StyleGAN's 0,0.99 "
+                                             "made the student worse on held-out pairs (docs/distill.md).",
+                                             panel=OPTIMISE)
     kimg: float = redefault(LoopConfig, "kimg", 20.0)
     sample_kimg: float = redefault(LoopConfig, "sample_kimg", 2.0)
     checkpoint_kimg: float = redefault(LoopConfig, "checkpoint_kimg", 2.0)
     sample_grid: int = redefault(LoopConfig, "sample_grid", 20)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.adam_betas is None:  # a GAN wants beta_1 = 0; a regression student trains better with momentum
-            self.adam_betas = (0.0, 0.99) if self.gan_weight > 0 else (0.9, 0.99)
 
     def validate(self):
         super().validate()

@@ -134,15 +134,21 @@ def teacher_settings(teacher: Denoiser, manifest: dict, few_step: list[int]) -> 
 
 def weight_choices(folder, choice: str) -> list:
     """The ``ema`` arguments of :meth:`Denoiser.from_pretrained` that ``--student-ema`` names for one folder."""
-    if choice != "all":
-        return [ema_arg(choice)]
     _, config = Denoiser.read_config(folder)
-    return ([RAW] if RAW in config["weights"]["sets"] else []) + list(config.get("ema_stds", []))
+    stored = ([RAW] if RAW in config["weights"]["sets"] else []) + list(config.get("ema_stds", []))
+    if choice == "all":
+        return stored
+    if choice != "auto" and ema_arg(choice) not in stored:
+        raise SystemExit(f"{folder}: no weight set {choice!r} (it holds {stored})")
+    return [ema_arg(choice)]
 
 
 def students(args):
     """(name, folder, ema) of every weight set of every given student."""
     given = [(name, getattr(args, name)) for name in ("mse", "lpips", "gan")]
+    bad = [item for item in args.extra if "=" not in item]
+    if bad:
+        raise SystemExit(f"--extra {bad[0]}: give NAME=RUN[@WEIGHTS]")
     given += [tuple(item.split("=", 1)) for item in args.extra]
     for name, path in given:
         if path:
@@ -289,8 +295,10 @@ class Rows:
 
     def __init__(self, n: int):
         self.n, self.rows, self.sets, self.same_as, self.drawn = n, {}, {}, {}, {}
+        self.models = []  # every model drawn stays alive, so that no later model can take its id
 
     def draw(self, key: str, model, make_denoise, setting: Setting, label: str, **facts) -> None:
+        self.models.append(model)
         if (id(model), setting) in self.drawn:
             self.same_as[key] = self.drawn[id(model), setting]
             print(f"  {key}: the setting of {self.same_as[key]} ({setting.describe()}), not drawn again", flush=True)
@@ -330,11 +338,14 @@ def main():
           f"{precision}, "
           f"judges {', '.join(names)}, bootstrap {args.bootstrap}", flush=True)
 
+    given = list(students(args))  # every student folder and weight set checked before anything is drawn
+    if args.control and args.control not in {name for name, _, _ in given}:
+        raise SystemExit(f"--control {args.control}: no student of that name")
     table = Rows(args.n)
     who = f"teacher ({m['guide'] or 'unguided'}, w {m['guidance']:g})"
     for key, (setting, facts) in teacher_settings(teacher, m, numbers(args.few_step)).items():
         table.draw(key, teacher, guided, setting, who, **facts)
-    for name, folder, ema in students(args):
+    for name, folder, ema in given:
         student = Denoiser.from_pretrained(folder, ema=ema)
         student.set_precision(precision)
         weights = student.info["weights"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 import torch
 
@@ -46,7 +47,7 @@ def main():
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("students", nargs="+", metavar="NAME=RUN[@WEIGHTS]", help="weights: raw | an EMA length")
     args = ap.parse_args()
-    pairs = load_pairs(args.pairs)
+    pairs, pairs_dir = load_pairs(args.pairs), Path(args.pairs).resolve()
     idx = torch.arange(len(pairs) - args.holdout, len(pairs))
     z, x0 = pairs.noise[idx], pairs.x0[idx].float().clamp(-1, 1)
     labels = pairs.labels[idx] if pairs.labels is not None else None
@@ -56,6 +57,10 @@ def main():
         run, _, weights = spec.partition("@")
         ema = None if weights in ("", "auto") else ("raw" if weights == "raw" else float(weights))
         student = Denoiser.from_pretrained(model_folder(run), **({} if ema is None else {"ema": ema}))
+        trained = student.info.get("train_config", {})
+        if trained.get("holdout", 0) < args.holdout or Path(trained.get("pairs", "")).resolve() != pairs_dir:
+            raise SystemExit(f"{run} was not trained on {args.pairs} with --holdout >= {args.holdout}: its held-out "
+                             "pairs would include its own training pairs")
         student.set_precision(args.precision)
         sets[name] = (one_step(student, z, labels), labels)
     data = load_dataset(args.ref)

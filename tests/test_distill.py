@@ -440,6 +440,20 @@ def test_resuming_a_trainable_discriminator_as_frozen_with_r1_is_refused_and_kee
     assert before == {p: p.read_bytes() for p in (tmp_path / "s" / "checkpoint").rglob("*") if p.is_file()}
 
 
+def test_a_distillation_run_stored_before_precision_resumes_in_fp32_on_an_amx_cpu(pair_set, tmp_path, monkeypatch):
+    from kakusan.distill.train import resume_student, train_student
+    from kakusan.utils import io, precision
+
+    monkeypatch.setattr(precision, "cpu_has_amx_bf16", lambda: True)
+    run = tmp_path / "old"
+    train_student(distill_config(pair_set, kimg=0.008, gan_weight=0, precision="fp32"), run, progress=False)
+    stored = io.read_json(run / "train_config.json")
+    del stored["precision"]  # as a run written before the field existed
+    io.write_json(stored, run / "train_config.json")
+    assert resume_student(run, progress=False, kimg=0.016)["step"] == 4
+    assert io.read_json(run / "train_config.json")["precision"] == "fp32"
+
+
 def test_a_distillation_run_records_its_precision_and_one_stored_before_that_resumes_in_fp32(monkeypatch):
     from kakusan.distill.config import DistillConfig
     from kakusan.utils import precision

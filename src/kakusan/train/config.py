@@ -116,10 +116,16 @@ class LoopConfig:
         return cls.resumed(io.read_json(stored), given)
 
     @classmethod
+    def from_stored(cls, stored: dict):
+        """The config of a run's ``train_config.json`` as this version reads it: a field added since takes its
+        default, except ``precision`` — runs written before it was recorded ran in fp32."""
+        return cls.from_dict({"precision": "fp32", **stored})
+
+    @classmethod
     def resumed(cls, stored: dict, given: dict):
         """The stored config of a run, continued with the options ``given`` again: those equal to the run's are
         accepted (a job script reruns its line with ``--resume``); only the training length may differ."""
-        old = cls.from_dict({"precision": "fp32", **stored}).to_dict()  # before it was recorded, runs were fp32
+        old = cls.from_stored(stored).to_dict()
         new = cls.from_dict({**old, **given}).to_dict()
         differ = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                   if k not in FREE_ON_RESUME and _json(old.get(k)) != _json(new.get(k))]

@@ -121,7 +121,7 @@ def check_run_folder(run_dir: str | Path, resume: bool, config: LoopConfig) -> N
         raise KakusanError(f"nothing to resume: {run_dir} holds no run")
     if stored.is_file():
         # the stored settings read as this version reads them (a field added since takes its default)
-        old = json.loads(json.dumps(type(config).from_dict(io.read_json(stored)).to_dict()))
+        old = json.loads(json.dumps(type(config).from_stored(io.read_json(stored)).to_dict()))
         new = json.loads(json.dumps(config.to_dict()))
         changed = sorted(k for k in set(old) | set(new) if k not in FREE_ON_RESUME and old.get(k) != new.get(k))
         if changed:

@@ -22,7 +22,7 @@ import torch
 
 from kakusan.data import load_dataset
 from kakusan.diffusion import Denoiser
-from kakusan.distill.pairs import load_pairs
+from kakusan.distill.pairs import ema_arg, load_pairs
 from kakusan.metrics import load_panel
 from kakusan.metrics.panel import compare_sets
 from kakusan.models import model_folder
@@ -55,8 +55,7 @@ def main():
     for item in args.students:
         name, spec = item.split("=", 1)
         run, _, weights = spec.partition("@")
-        ema = None if weights in ("", "auto") else ("raw" if weights == "raw" else float(weights))
-        student = Denoiser.from_pretrained(model_folder(run), **({} if ema is None else {"ema": ema}))
+        student = Denoiser.from_pretrained(model_folder(run), ema=ema_arg(weights or "auto"))
         trained = student.info.get("train_config", {})
         if trained.get("holdout", 0) < args.holdout or Path(trained.get("pairs", "")).resolve() != pairs_dir:
             raise SystemExit(f"{run} was not trained on {args.pairs} with --holdout >= {args.holdout}: its held-out "

@@ -23,7 +23,7 @@ from torch import nn
 from .. import KakusanError, __version__
 from ..nets import NETS, build_net, net_config_from_dict
 from ..utils import io
-from ..utils.precision import resolve_precision
+from ..utils.precision import autocasting, resolve_precision
 from .process import ForwardProcess, per_sample, process_from_config
 from .samplers import nfe_of
 
@@ -61,7 +61,7 @@ def preconditioned(process: ForwardProcess, net, x: torch.Tensor, sigma: torch.T
     """D(x; sigma, c) = c_skip x + c_out F(c_in x; c_noise, c) for a per-sample sigma (B,); ``net`` may be wrapped
     (DDP, compiled) and run under autocast, while the skip connection stays in x's precision."""
     c_skip, c_out, c_in, c_noise = process.precondition(sigma)
-    with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+    with autocasting(autocast, x.device.type):
         F = net(per_sample(c_in, x) * x, c_noise, cond)
     return per_sample(c_skip, x) * x + per_sample(c_out, x) * F.to(x.dtype)
 

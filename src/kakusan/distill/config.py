@@ -9,7 +9,9 @@ from ..utils.options import option, redefault
 
 LOSSES = ("perceptual", "mse")
 REALS = ("paired", "unpaired", "data")
-SCALES = ("one", "stages", "paper")
+# --disc-scales: (the backbone's feature places that get a real/fake head, whether the input also enters every
+# encoder block)
+SCALES = {"one": ("last", False), "stages": ("stages", False), "paper": ("blocks", True)}
 GAN = "Distillation (Diffusion2GAN)"
 
 

@@ -32,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .. import KakusanError
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.process import per_sample
+from .config import SCALES
 
 
 def zero_conv(a: int, b: int) -> nn.Conv2d:
@@ -40,10 +41,6 @@ def zero_conv(a: int, b: int) -> nn.Conv2d:
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     return conv
-
-
-# --disc-scales: (the backbone's feature places that get a head, whether the input enters every encoder block)
-SCALES = {"one": ("last", False), "stages": ("stages", False), "paper": ("blocks", True)}
 
 
 class Discriminator(nn.Module):

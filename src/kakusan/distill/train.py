@@ -21,7 +21,7 @@ from ..diffusion.training import DenoiserObjective
 from ..models import model_folder
 from ..train import TrainLoop
 from ..train.loop import check_run_folder
-from ..utils.precision import autocast_dtype
+from ..utils.precision import autocast_dtype, autocasting
 from .config import DistillConfig
 from .discriminator import (Discriminator, discriminator_loss, generator_gan_loss, noised, r1_penalty,
                             same_class_indices)
@@ -110,18 +110,14 @@ class DistillObjective(DenoiserObjective):
 
     def prepare(self, accel):
         super().prepare(accel)
-        self.autocast = autocast_dtype(self.config.precision, accel.device)
+        self.autocast, self.device_type = autocast_dtype(self.config.precision, accel.device), accel.device.type
         if self.disc is not None:
             self.d_prepared, self.optimizers["disc"] = accel.prepare(self.disc, self.optimizers["disc"])
 
     def d_forward(self, *args, **kwargs) -> torch.Tensor:
         """D's logits, its network under the run's autocast (fp32 out)."""
-        with self.autocasting():
+        with autocasting(self.autocast, self.device_type):
             return self.d_prepared(*args, **kwargs).float()
-
-    def autocasting(self):
-        device = next(self.model.parameters()).device.type
-        return torch.autocast(device, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None)
 
     def student(self, z: torch.Tensor, cond) -> torch.Tensor:
         """G(z, c): the preconditioned net once at sigma_max."""
@@ -182,7 +178,7 @@ class DistillObjective(DenoiserObjective):
     def reconstruction(self, fake, x0, generator) -> torch.Tensor:
         if self.recon is None:
             return (fake - x0).pow(2).mean()
-        with self.autocasting():
+        with autocasting(self.autocast, fake.device.type):
             return self.recon(fake, x0, generator).float().mean()
 
     @torch.no_grad()

@@ -42,6 +42,11 @@ def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.
     return torch.bfloat16 if resolve_precision(precision, device) == "bf16" else None
 
 
+def autocasting(dtype: torch.dtype | None, device_type: str = "cpu"):
+    """The context that runs its block under autocast to ``dtype`` (None: plain fp32)."""
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def cpu_name() -> str:
     """The CPU's model name, to stand beside any speed figure."""
     try:

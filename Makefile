@@ -11,7 +11,7 @@ $(BIN)/kakusan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so that no dependency pulls a multi-GB CUDA build
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,sd]"
 	touch $@
 
 setup: $(BIN)/kakusan

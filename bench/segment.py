@@ -1,15 +1,22 @@
-"""EmerDiff on held-out digit scenes: mIoU against naive upsampling and pixel k-means, with ablations.
+"""EmerDiff on held-out scenes against the baselines that could explain its score, under two protocols.
 
-    python bench/segment.py [--model digit-scenes-s] [--n 200] [--k 6] [--feature-layer auto] [--smooth 1] [--steps 5]
-                            [--figure docs/images/segment-scenes.png]
+    python bench/segment.py --model shape-scenes-s --data shape-scenes-heldout [--first 0] [--n 200]
+                            [--set smooth=3 --set steps=1 ...] [--row "lam_rel=0.5" --row "start=inversion" ...]
+                            [--figure docs/images/segment-shapes.png]
 
-Scenes: the first n of ``digit-scenes-heldout`` (digits the model never saw). Every method predicts K segments per
-scene and is scored by the unsupervised protocol (Hungarian matching of predicted to ground-truth segments per image,
-mean IoU over ground-truth segments, background included; :mod:`kakusan.segment.metrics`). Rows: EmerDiff with the
-defaults, the naive bilinear upsampling of the same k-means masks (the paper's baseline), k-means on raw pixels
-(intensity + position, the floor), then EmerDiff with one setting changed at a time (t_f, t_m, lambda, the modulated
-layer — the feature layer itself instead of the third of its block —, attention replay off, the null condition instead
-of the scene's sentence). Last line: one JSON object.
+Scenes ``first .. first + n - 1`` of a held-out scene set (test scenes: 0-199; validation scenes, for choosing
+settings: 500 on). Every method predicts segments per scene; rows:
+* EmerDiff with ``--set`` settings (:class:`kakusan.segment.EmerDiffSettings`);
+* naive bilinear upsampling of the same k-means masks (the paper's baseline), and the same **with EmerDiff's
+  smoothing** (Gaussian of ``smooth`` px on the upsampled masks before the argmax);
+* k-means on raw pixels (colour + position), k-means on a texture filter bank, Otsu threshold + connected
+  components, and one segment for the whole scene (the floor of the per-image protocol).
+Protocols (:mod:`kakusan.segment.metrics`): **per image** (Hungarian matching of predicted to ground-truth segments in
+each scene: grouping) and **class level** (each segment's mean feature — the UNet's queries for the diffusion methods,
+a method's own features for the others — clustered over the whole set into as many clusters as classes, matched once).
+Every gap is EmerDiff minus the row, in points, ± the std of a paired bootstrap over scenes (1,000 resamples; class
+level: 200, with the matching held fixed). ``--row`` adds EmerDiff with a setting changed, against the base run.
+Last line: one JSON object.
 """
 from __future__ import annotations
 
@@ -21,82 +28,141 @@ import numpy as np
 import torch
 
 from kakusan.data import load_dataset
+from kakusan.data.shapes import class_map
 from kakusan.diffusion import Denoiser
 from kakusan.models import model_folder
 from kakusan.segment import EmerDiffSettings, matched_iou, pixel_kmeans, segment_image
+from kakusan.segment.metrics import class_level, class_miou, texture_features, texture_kmeans, threshold_components
 from kakusan.segment.run import colour
 from kakusan.utils.images import save_grid
 
 
-FEATURE_LAYER = object()  # ablation: modulate the feature layer itself instead of the third layer of its block
+def parse_settings(pairs: list[str], base: dict) -> dict:
+    out = dict(base)
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in EmerDiffSettings.__dataclass_fields__:
+            raise SystemExit(f"unknown setting {key!r}")
+        kind = type(EmerDiffSettings.__dataclass_fields__[key].default)
+        out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else \
+            (value if kind is str else float(value) if key in ("lam", "lam_rel", "t_f", "t_m", "smooth") else int(value))
+    return out
 
 
-def run(model, ds, n, settings, use_tokens=True):
-    scores, naive, seconds, results = [], [], 0.0, []
-    for i in range(n):
-        t0 = time.perf_counter()
-        r = segment_image(model, ds.images[i], ds.tokens[i] if use_tokens else None, settings)
-        seconds += time.perf_counter() - t0
-        gt = ds.segments[i].long()
-        scores.append(matched_iou(r["labels"], gt))
-        naive.append(matched_iou(r["naive"], gt))
-        results.append(r)
-    return float(np.mean(scores)), float(np.mean(naive)), seconds / n, results, np.array(scores), np.array(naive)
-
-
-def bootstrap_gap(a: np.ndarray, b: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Mean and std of mean(a - b) over image resamplings (paired bootstrap)."""
+def bootstrap(d: np.ndarray, reps: int = 1000, seed: int = 0) -> float:
     g = np.random.default_rng(seed)
-    d = a - b
-    means = [d[g.integers(0, len(d), len(d))].mean() for _ in range(reps)]
-    return float(d.mean()), float(np.std(means))
+    return float(np.std([d[g.integers(0, len(d), len(d))].mean() for _ in range(reps)]))
+
+
+def class_gap(conf_a, match_a, conf_b, match_b, reps: int = 200, seed: int = 0) -> float:
+    g = np.random.default_rng(seed)
+    n = len(conf_a)
+    diffs = []
+    for _ in range(reps):
+        idx = g.integers(0, n, n)
+        diffs.append(class_miou(conf_a[idx], match_a) - class_miou(conf_b[idx], match_b))
+    return float(np.std(diffs))
+
+
+def position(image: torch.Tensor) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    return torch.cat([image.float(), torch.stack([ys, xs])])
+
+
+def run_emerdiff(model, ds, scenes, settings):
+    results, seconds = [], 0.0
+    for i in scenes:
+        t0 = time.perf_counter()
+        results.append(segment_image(model, ds.images[i], ds.tokens[i], settings))
+        seconds += time.perf_counter() - t0
+    return results, seconds / len(scenes)
+
+
+def score(preds, feats, gts, classes, n_classes):
+    per = np.array([matched_iou(p, g) for p, g in zip(preds, gts)])
+    cl = class_level(preds, feats, classes, n_classes) if feats is not None else None
+    return per, cl
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="digit-scenes-s")
+    ap.add_argument("--model", default="shape-scenes-s")
+    ap.add_argument("--data", default="shape-scenes-heldout")
+    ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--k", type=int, default=6)
-    ap.add_argument("--ablate-n", type=int, default=100, help="scenes per ablation row")
-    ap.add_argument("--feature-layer", default="auto", help="cross-attention layer of the queries [auto: the paper's]")
-    ap.add_argument("--smooth", type=float, default=EmerDiffSettings.smooth, help="Gaussian std of the difference maps")
-    ap.add_argument("--steps", type=int, default=EmerDiffSettings.steps, help="DDIM steps from t_m to 0")
-    ap.add_argument("--figure", help="PNG: scenes | ground truth | naive upsampling | EmerDiff")
+    ap.add_argument("--set", action="append", default=[], help="a base setting, key=value")
+    ap.add_argument("--row", action="append", default=[], help="EmerDiff with settings changed: k=v,k=v")
+    ap.add_argument("--figure", help="PNG: scene | ground truth | naive (smoothed) | EmerDiff")
     args = ap.parse_args()
 
+    base_dict = parse_settings(args.set, EmerDiffSettings().to_dict())
+    rows = [parse_settings(r.split(","), base_dict) for r in args.row]  # checked before any work
     model = Denoiser.from_pretrained(model_folder(args.model))
-    ds = load_dataset("digit-scenes-heldout", image_size=model.image_shape[-1])
-    base = EmerDiffSettings(k=args.k, feature_layer=args.feature_layer, smooth=args.smooth, steps=args.steps)
-    print(f"{args.model}: {args.n} held-out scenes, K = {args.k}", flush=True)
-    miou, naive, sec, results, s_emer, s_naive = run(model, ds, args.n, base)
-    pixel = np.array([matched_iou(pixel_kmeans(ds.images[i], args.k), ds.segments[i].long()) for i in range(args.n)])
-    gap, gap_std = bootstrap_gap(s_emer, s_naive)
-    print(f"  EmerDiff {miou:.4f}  naive upsampling {naive:.4f}  pixel k-means {pixel.mean():.4f}  "
-          f"gap {100 * gap:+.2f} ± {100 * gap_std:.2f} points  {sec:.2f} s/image", flush=True)
-    out = {"model": args.model, "n": args.n, "k": args.k, "settings": base.to_dict(),
-           "emerdiff": {"miou": miou}, "naive_upsample": {"miou": naive}, "pixel_kmeans": {"miou": float(pixel.mean())},
-           "gap_points": 100 * gap, "gap_std_points": 100 * gap_std, "sec_per_image": sec, "ablations": []}
-    changes = [{"t_f": 50.0}, {"t_f": 200.0}, {"t_m": 100.0}, {"t_m": 481.0}, {"t_m": 681.0}, {"lam": 3.0},
-               {"lam": 30.0}, {"mod_layer": FEATURE_LAYER}, {"replay": False}, {"null_condition": True}]
-    changes = [{k: results[0]["feature_layer"] if v is FEATURE_LAYER else v for k, v in c.items()} for c in changes]
-    m = min(args.ablate_n, args.n)
-    ref_emer = s_emer[:m].mean() if m else float("nan")
-    for change in changes if m > 0 else []:
-        tokens = not change.get("null_condition", False)
-        settings = EmerDiffSettings(**{**base.to_dict(), **{k: v for k, v in change.items() if k != "null_condition"}})
-        a, b, s, _, sa, _ = run(model, ds, m, settings, use_tokens=tokens)
-        d, d_std = bootstrap_gap(sa, s_emer[:m])
-        print(f"  {json.dumps(change):28} EmerDiff {a:.4f} (defaults {ref_emer:.4f} on these {m}: "
-              f"{100 * d:+.2f} ± {100 * d_std:.2f})  naive {b:.4f}", flush=True)
-        out["ablations"].append({"change": change, "n": m, "miou": a, "naive_miou": b, "vs_default_points": 100 * d,
-                                 "vs_default_std": 100 * d_std, "sec_per_image": s})
+    ds = load_dataset(args.data, image_size=model.image_shape[-1])
+    scenes = range(args.first, args.first + args.n)
+    gts = [ds.segments[i].long() for i in scenes]
+    classes = [class_map(ds.tokens[i], ds.segments[i]) for i in scenes]
+    n_classes = 1 + len(ds.class_names)
+    base = EmerDiffSettings(**base_dict)
+    print(f"{args.model} on {args.data} scenes {args.first}..{args.first + args.n - 1}; settings {base.to_dict()}",
+          flush=True)
+    results, sec = run_emerdiff(model, ds, scenes, base)
+    k = base.k
+    qmaps = [r["queries"].T.reshape(-1, *r["kmeans"].shape) for r in results]
+    methods = {"emerdiff": ([r["labels"] for r in results], qmaps),
+               "naive upsampling": ([r["naive"] for r in results], qmaps),
+               "naive upsampling, same smoothing": ([r["naive_smoothed"] for r in results], qmaps)}
+    pk = [pixel_kmeans(ds.images[i], k) for i in scenes]
+    methods["pixel k-means"] = (pk, [position(ds.images[i]) for i in scenes])
+    methods["texture k-means"] = ([texture_kmeans(ds.images[i], k) for i in scenes],
+                                  [torch.cat([texture_features(ds.images[i]).float(), position(ds.images[i])[-2:]])
+                                   for i in scenes])
+    methods["threshold + components"] = ([threshold_components(ds.images[i]) for i in scenes],
+                                         [position(ds.images[i]) for i in scenes])
+    methods["one segment"] = ([torch.zeros_like(g) for g in gts], None)
+    scored = {name: score(p, f, gts, classes, n_classes) for name, (p, f) in methods.items()}
+    e_per, e_cl = scored["emerdiff"]
+    out = {"model": args.model, "data": args.data, "first": args.first, "n": args.n, "settings": base.to_dict(),
+           "sec_per_image": sec, "rows": {}, "changes": []}
+    print(f"{'method':34} {'per-image mIoU':>15} {'EmerDiff - row':>16} {'class mIoU':>11} {'EmerDiff - row':>16}")
+    for name, (per, cl) in scored.items():
+        row = {"per_image": float(per.mean())}
+        gap = "" if name == "emerdiff" else f"{100 * (e_per - per).mean():+.2f} ± {100 * bootstrap(e_per - per):.2f}"
+        row["gap_points"] = None if name == "emerdiff" else 100 * float((e_per - per).mean())
+        row["gap_std"] = None if name == "emerdiff" else 100 * bootstrap(e_per - per)
+        cl_text, cl_gap = "", ""
+        if cl is not None:
+            row["class_level"], row["per_class"] = cl["miou"], cl["per_class"]
+            cl_text = f"{cl['miou']:.4f}"
+            if name != "emerdiff":
+                std = class_gap(e_cl["confusion"], np.array(e_cl["match"]), cl["confusion"], np.array(cl["match"]))
+                row["class_gap_points"], row["class_gap_std"] = 100 * (e_cl["miou"] - cl["miou"]), 100 * std
+                cl_gap = f"{100 * (e_cl['miou'] - cl['miou']):+.2f} ± {100 * std:.2f}"
+        print(f"{name:34} {per.mean():15.4f} {gap:>16} {cl_text:>11} {cl_gap:>16}", flush=True)
+        out["rows"][name] = row
+    print(f"EmerDiff: {sec:.2f} s per scene", flush=True)
+    for change, settings in zip(args.row, rows):
+        res, s = run_emerdiff(model, ds, scenes, EmerDiffSettings(**settings))
+        per = np.array([matched_iou(r["labels"], g) for r, g in zip(res, gts)])
+        naive = np.array([matched_iou(r["naive_smoothed"], g) for r, g in zip(res, gts)])
+        cl = class_level([r["labels"] for r in res], [r["queries"].T.reshape(-1, *r["kmeans"].shape) for r in res],
+                         classes, n_classes)
+        d = per - e_per
+        print(f"  {change:40} per-image {per.mean():.4f} (vs base {100 * d.mean():+.2f} ± {100 * bootstrap(d):.2f}; "
+              f"vs its naive+smoothing {100 * (per - naive).mean():+.2f} ± {100 * bootstrap(per - naive):.2f})  "
+              f"class {cl['miou']:.4f}  {s:.2f} s/scene", flush=True)
+        out["changes"].append({"change": change, "per_image": float(per.mean()), "vs_base_points": 100 * d.mean(),
+                               "vs_base_std": 100 * bootstrap(d), "vs_naive_smoothed_points": 100 * (per - naive).mean(),
+                               "vs_naive_smoothed_std": 100 * bootstrap(per - naive), "class_level": cl["miou"],
+                               "sec_per_image": s})
     if args.figure:
-        rows = []
-        for i in range(8):
-            rows += [ds.images[i], _rgb(ds.segments[i].long()), _rgb(results[i]["naive"]), _rgb(results[i]["labels"])]
-        grey = [r.expand(3, -1, -1) if r.shape[0] == 1 else r for r in rows]
-        save_grid(torch.stack(grey), args.figure, nrow=4, scale=3,
-                  col_labels=["held-out scene", "ground truth", "naive upsampling", "EmerDiff"])
+        tiles = []
+        for j in range(min(8, len(gts))):
+            tiles += [ds.images[scenes[j]], _rgb(gts[j]), _rgb(results[j]["naive_smoothed"]), _rgb(results[j]["labels"])]
+        tiles = [t.expand(3, -1, -1) if t.shape[0] == 1 else t for t in tiles]
+        save_grid(torch.stack(tiles), args.figure, nrow=4, scale=4,
+                  col_labels=["held-out scene", "ground truth", "naive upsampling (same smoothing)", "EmerDiff"])
     print(json.dumps(out))
 
 

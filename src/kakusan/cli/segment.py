@@ -21,6 +21,8 @@ def segment(
     prompt: str = typer.Option("", help="SD: the prompt (needs text_encoder/ + tokenizer/) [empty]."),
     tokens: Optional[str] = typer.Option(None, help="kakusan model: the sentence, e.g. '3 7' [null condition]."),
     precision: str = typer.Option("auto", help=PRECISION_HELP),
+    device: str = typer.Option("cpu", help="Torch device of the models, e.g. cpu, cuda, cuda:1, mps."),
+    dtype: str = typer.Option("float32", help="Weights' dtype: float32 | bfloat16 | float16."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     given: dict = None,
 ):
@@ -31,4 +33,5 @@ def segment(
     settings = EmerDiffSettings(**given)
     _run(lambda: typer.echo(json.dumps(segment_files(images, out, model=model, sd=str(sd) if sd else None,
                                                      prompt=prompt, tokens=tokens, settings=settings,
-                                                     precision=precision, progress=progress))))
+                                                     precision=precision, device=device, dtype=dtype,
+                                                     progress=progress))))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from .. import KakusanError
 from .imageset import ImageDataset
 from .scenes import make_scenes
+from .shapes import make_shape_scenes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
@@ -72,8 +73,19 @@ def _scenes(part: int, n: int):
     return load
 
 
+def _shape_scenes(part: int, n: int):
+    def load(image_size: int = 32) -> ImageDataset:
+        ds = make_shape_scenes(n, seed=part, canvas=image_size)
+        ds.name = ("shape-scenes", "shape-scenes-heldout")[part]
+        return ds
+    load.__doc__ = (f"{n:,} shape scenes (:mod:`kakusan.data.shapes`), seed {part}; canvas = image size (32 "
+                    "recommended).")
+    return load
+
+
 BUILTIN = {"mnist": load_mnist, "mnist-train": _mnist_part(0), "mnist-heldout": _mnist_part(1),
-           "digits": load_digits, "digit-scenes": _scenes(0, 10_000), "digit-scenes-heldout": _scenes(1, 1_000)}
+           "digits": load_digits, "digit-scenes": _scenes(0, 10_000), "digit-scenes-heldout": _scenes(1, 1_000),
+           "shape-scenes": _shape_scenes(0, 20_000), "shape-scenes-heldout": _shape_scenes(1, 1_000)}
 
 
 def read_image_file(path: Path, channels: int) -> np.ndarray:

@@ -8,6 +8,9 @@
 * :func:`sample_ddim` — Song et al. 2021, eq. 12, rewritten for x_VE = x_VP / sqrt(alpha_bar):
   x_next = x0_hat + sqrt(sigma_next^2 - sigma_up^2) eps_hat + sigma_up z,
   sigma_up = eta * sigma_next * sqrt(1 - sigma_next^2 / sigma^2)   (equal to sigma_t(eta) / sqrt(alpha_bar_{t-1})).
+* :func:`invert_ddim` — DDIM inversion (Song et al. 2021, sec. 4.3; Mokady et al. 2023): the same eta = 0 update,
+  x_next = x0_hat + sigma_next eps_hat, along an *increasing* grid that starts at a small sigma_0 > 0 where x ~ x0 —
+  the Euler step of the ODE run backwards, mapping an image to the noise that DDIM would decode into it.
 * :func:`sample_dpmpp_2m` — DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): with lambda = -ln sigma and h = lambda_next
   - lambda, the exact solution of the ODE with D held constant over the step is
   x_next = (sigma_next / sigma) x + (1 - sigma_next / sigma) D   (first order: DDIM), and the second-order multistep
@@ -89,6 +92,17 @@ def sample_ddim(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, eta:
             x = x + sigma_up * noise(x)
         if callback:
             callback(i, x, x0_hat, sigma)
+    return x
+
+
+def invert_ddim(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, progress: bool = False) -> torch.Tensor:
+    """DDIM inversion: ``x`` (an image, taken as x at ``sigmas[0]`` > 0) carried up the increasing ``sigmas``."""
+    if len(sigmas) < 2 or float(sigmas[0]) <= 0 or bool((sigmas[1:] <= sigmas[:-1]).any()):
+        raise ValueError("invert_ddim needs an increasing grid that starts above 0")
+    for i in _steps(sigmas, progress, "ddim inversion"):
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        x0_hat = denoise(x, x.new_tensor(sigma))
+        x = x0_hat + sigma_next * (x - x0_hat) / sigma
     return x
 
 

@@ -58,7 +58,7 @@ def process_option_classes() -> list[type]:
 class TrainConfig(LoopConfig):
     """A denoiser: data, network, forward process (Gaussian or a cold degradation), loss, speed options."""
 
-    data: str = option("mnist", "mnist | digits | digit-scenes | path to an image folder.", panel=MODEL)
+    data: str = option("mnist", "mnist | digits | digit-scenes | shape-scenes | path to an image folder.", panel=MODEL)
     image_size: int = option(32, "Resize images to this square size.", panel=MODEL)
     channels: int | None = option(None, "1 (grayscale) or 3 (RGB) for image folders.", shown="the data set's",
                                   panel=MODEL)

@@ -169,6 +169,9 @@ class UNetNet(nn.Module):
             cond = self.null_cond(x.shape[0], x.device)
         if self.cond_type == "tokens":
             states = cond if cond.is_floating_point() else self.token_embedding(cond)
+            low = self.unet.dtype if self.unet.dtype != torch.float32 else None  # weights stored in half precision
+            if low is not None:
+                return self.unet(x.to(low), c_noise, encoder_hidden_states=states.to(low)).sample.float()
             return self.unet(x, c_noise, encoder_hidden_states=states).sample
         if self.cond_type == "class":
             return self.unet(x, c_noise, class_labels=cond).sample

@@ -3,10 +3,15 @@
 
 One :class:`Probe` is shared by a processor on every attention layer. It can
 * **record the queries** Q = W_q h of one layer (the low-resolution features that k-means clusters, sec. 3.2);
-* **record the attention maps** softmax(Q K^T / sqrt(d)) of every layer at every network call, and **replay** them in
-  later calls (the "attention injection" that keeps the layout of the modulated runs fixed, sec. 3.3, Table 9);
+* **record the attention maps** softmax(Q K^T / sqrt(d)) of every layer at every network call (stored in half
+  precision: at Stable Diffusion's 64 x 64 latent the five 4096-token self-attention layers alone hold 8 x 4096^2
+  weights each), and **replay** them in later calls (the "attention injection" that keeps the layout of the modulated
+  runs fixed, sec. 3.3, Table 9) — one stored map serves the whole batch: P_h (V_1,h | ... | V_B,h) is one matrix
+  product, so no per-sample copy of P is made;
 * **modulate** one layer: its output becomes f(softmax(Q K^T / sqrt(d)) V) + c M, where f is the output projection,
-  M a mask over the layer's tokens (its spatial positions) and c a per-sample scalar (+lambda or -lambda) — sec. 3.3.
+  M a mask over the layer's tokens (its spatial positions) and c a per-sample scalar (+lambda or -lambda) — sec. 3.3 —
+  at every call or only at the calls in ``mod_calls``; without ``mod``, the RMS of that layer's output at each call
+  is kept in ``scales`` (the activation scale a relative lambda is measured against).
 
 The processor computes attention as diffusers' plain ``AttnProcessor`` does (same steps, so an un-probed UNet and a
 probed one agree), with the attention map made explicit so that it can be recorded or replaced.
@@ -57,6 +62,9 @@ class Probe:
     maps: list[dict[str, torch.Tensor]] = field(default_factory=list)
     mod_layer: str | None = None
     mod: torch.Tensor | None = None  # (B, tokens) = c M: added after this layer's output projection
+    mod_calls: set[int] | None = None  # modulate only at these network calls (None: at every call)
+    scales: list[float] = field(default_factory=list)  # RMS of mod_layer's output per call, while mod is None
+    map_dtype: torch.dtype = torch.float16  # recorded attention maps are stored in this dtype
     call: int = 0  # index of the current network call (set by the caller)
     sizes: dict[str, int] = field(default_factory=dict)  # tokens of each layer seen (its spatial size)
     trace: list | None = None  # if a list: (call, layer, attention map used) of every layer call, for inspection
@@ -90,20 +98,27 @@ class ProbeProcessor:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
         if p.replay:
-            stored = p.maps[p.call][self.name]  # (heads, tokens, context): the unmodulated run of one image
-            probs = stored[None].expand(batch, -1, -1, -1).reshape(batch * stored.shape[0], *stored.shape[1:])
+            probs = p.maps[p.call][self.name].to(value.dtype)  # (heads, tokens, context): the unmodulated run
+            heads, context, d = attn.heads, value.shape[1], value.shape[2]
+            if probs.shape[0] != heads:
+                raise KakusanError("attention maps are replayed from a recorded run of one image")
+            folded = value.view(batch, heads, context, d).permute(1, 2, 0, 3).reshape(heads, context, batch * d)
+            out = torch.bmm(probs, folded).view(heads, tokens, batch, d).permute(2, 0, 1, 3)
+            hidden_states = attn.batch_to_head_dim(out.reshape(batch * heads, tokens, d))
         else:
             key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
             probs = attn.get_attention_scores(attn.head_to_batch_dim(query), key, attention_mask)
             if p.record:
                 while len(p.maps) <= p.call:
                     p.maps.append({})
-                p.maps[p.call][self.name] = probs.detach()
+                p.maps[p.call][self.name] = probs.detach().to(p.map_dtype)
+            hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         if p.trace is not None:
             p.trace.append((p.call, self.name, probs.detach()))
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         hidden_states = attn.to_out[0](hidden_states)
-        if self.name == p.mod_layer and p.mod is not None:
+        if self.name == p.mod_layer and p.mod is None:
+            p.scales.append(float(hidden_states.detach().float().pow(2).mean().sqrt()))
+        elif self.name == p.mod_layer and (p.mod_calls is None or p.call in p.mod_calls):
             hidden_states = hidden_states + p.mod[:, :, None].to(hidden_states.dtype)  # f(sigma(QK^T) V) + c M
         hidden_states = attn.to_out[1](hidden_states)
         if spatial:

@@ -9,6 +9,10 @@ For one image x0 (a latent model works on its encoding):
    from t_m on, to the output of the chosen layer (by default the third cross-attention layer of the feature layer's
    block, as in the paper) after its output projection, the recorded attention maps replayed in every layer; all 2K runs in one
    batch.
+   Open settings (chosen on validation scenes, :mod:`.settings`): lambda absolute or relative to the RMS of the
+   modulated layer's output at t_m (``lam_rel``); modulation at every step or only the first (``mod_at``); x_tm from
+   fresh noise or by DDIM inversion of x0 (``start``); the image's condition or the null one (``null_prompt``); the
+   2K runs in chunks (``chunk``) to bound memory.
 4. **Difference maps** d_i = || I_i^- - I_i^+ ||_2 over channels (decoded to pixels for a latent model), Gaussian
    smoothing, label = argmax_i d_i per pixel: the full-resolution segmentation.
 
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from .. import KakusanError
 from ..diffusion import schedules
 from ..diffusion.process import DDPMProcess
-from ..diffusion.samplers import sample_ddim
+from ..diffusion.samplers import invert_ddim, sample_ddim
 from .attention import Probe, attention_layers, probed, resolve_layer
 from .settings import EmerDiffSettings
 
@@ -95,11 +99,14 @@ def resize_labels(ids: torch.Tensor, side: int, k: int, size: int, mode: str = "
 
 @torch.no_grad()
 def segment_image(model, image: torch.Tensor, cond=None, settings: EmerDiffSettings | None = None,
-                  codec=None) -> dict:
+                  codec=None, null=None) -> dict:
     """Segment one image (C, H, W) in [-1, 1]. ``model``: a kakusan :class:`~kakusan.diffusion.Denoiser` whose net
     holds a diffusers UNet with cross-attention; ``cond``: its condition for this image (None: the null condition);
-    ``codec``: ``encode`` / ``decode`` of a latent model (None: pixel space). Returns ``labels`` (H, W), the
-    low-resolution ``kmeans`` labels (h, w), ``naive`` (their bilinear upsampling, H x W) and ``diffs`` (K, H, W)."""
+    ``codec``: ``encode`` / ``decode`` of a latent model (None: pixel space); ``null``: the null condition (None: the
+    net's own; CLIP("") for Stable Diffusion). Returns ``labels`` (H, W), the
+    low-resolution ``kmeans`` labels (h, w) and their ``queries`` (h*w, channels), ``naive`` (their bilinear
+    upsampling, H x W), ``naive_smoothed`` (the same after the difference maps' Gaussian), ``diffs`` (K, H, W) and
+    ``lam`` (the absolute lambda used)."""
     s = (settings or EmerDiffSettings()).validate()
     unet = model.net.unet
     feature_layer = resolve_layer(unet, default_layer(unet) if s.feature_layer == "auto" else s.feature_layer)
@@ -108,38 +115,54 @@ def segment_image(model, image: torch.Tensor, cond=None, settings: EmerDiffSetti
     want = codec.channels if codec is not None else model.image_shape[0]
     if image.dim() != 3 or image.shape[0] != want:
         raise KakusanError(f"the image has shape {tuple(image.shape)}; the model needs ({want}, H, W)")
-    x0 = codec.encode(image[None]) if codec is not None else image[None]
+    device = next(model.parameters()).device
+    x0 = codec.encode(image[None].to(device)) if codec is not None else image[None].to(device)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(s.seed)).to(x0)
-    cond1 = cond[None] if cond is not None else model.net.null_cond(1, x0.device)
+    if cond is None or s.null_prompt:
+        cond1 = null[None].to(device) if null is not None else model.net.null_cond(1, device)
+    else:
+        cond1 = cond[None].to(device)
 
     probe = Probe(query_layer=feature_layer)
     with probed(unet, probe):
         sigma_f = sigma_at(model, s.t_f, sigma_data)
-        model(x0 + sigma_f * eps, torch.full((1,), sigma_f), cond1)
-    tokens = probe.queries.shape[1]
-    side = math.isqrt(tokens)
-    ids = kmeans_masks(probe.queries[0], s.k, s.seed)
-    mod_side = math.isqrt(probe.sizes[mod_layer])
-    masks = resize_labels(ids, side, s.k, mod_side).flatten(1)  # (K, tokens of the modulated layer)
+        model(x0 + sigma_f * eps, torch.full((1,), sigma_f, device=device), cond1)
+    queries = probe.queries[0].float().cpu()
+    side = math.isqrt(queries.shape[0])
+    ids = kmeans_masks(queries, s.k, s.seed)
 
     sigma_m = sigma_at(model, s.t_m, sigma_data)
-    grid = schedules.karras_sigmas(s.steps, min(model.process.sigma_min, sigma_m), sigma_m).float()
-    x_m = x0 + sigma_m * eps
-    probe = Probe(record=True)
+    sigma_lo = min(model.process.sigma_min, sigma_m)
+    grid = schedules.karras_sigmas(s.steps, sigma_lo, sigma_m).float()
+    if s.start == "inversion":  # the image's own DDIM latent at t_m instead of fresh noise
+        up = schedules.karras_sigmas(s.inversion_steps + 1, sigma_lo, sigma_m).float()[:-1].flip(0)
+        x_m = invert_ddim(lambda x, sigma: model(x, sigma, cond1), x0, up.to(device))
+    else:
+        x_m = x0 + sigma_m * eps
+    probe = Probe(record=True, mod_layer=mod_layer, mod_calls={0} if s.mod_at == "first" else None)
     with probed(unet, probe):
         denoise_run(model, x_m, cond1, grid, probe)
+        lam = s.lam if s.lam_rel is None else s.lam_rel * probe.scales[0]
+        masks = resize_labels(ids, side, s.k, math.isqrt(probe.sizes[mod_layer])).flatten(1).to(x0)
+        mods = torch.cat([lam * masks, -lam * masks])  # (2K, tokens of the modulated layer)
         probe.record, probe.replay = False, s.replay
-        probe.mod_layer, probe.mod = mod_layer, torch.cat([s.lam * masks, -s.lam * masks]).to(x0)
-        batch = 2 * s.k
-        out = denoise_run(model, x_m.expand(batch, -1, -1, -1),
-                          cond1.expand(batch, *cond1.shape[1:]), grid, probe)
+        chunk = s.chunk or len(mods)
+        outs = []
+        for i in range(0, len(mods), chunk):
+            probe.mod = mods[i:i + chunk]
+            b = len(probe.mod)
+            outs.append(denoise_run(model, x_m.expand(b, -1, -1, -1), cond1.expand(b, *cond1.shape[1:]), grid,
+                                    probe))
+        probe.maps.clear()
+    out = torch.cat(outs)
     pixels = codec.decode(out) if codec is not None else out
-    diffs = (pixels[:s.k] - pixels[s.k:]).float().pow(2).sum(1).sqrt()  # (K, H, W)
+    diffs = (pixels[:s.k] - pixels[s.k:]).float().pow(2).sum(1).sqrt().cpu()  # (K, H, W)
     diffs = gaussian_blur(diffs, s.smooth)
     size = image.shape[-1]
-    naive = resize_labels(ids, side, s.k, size, mode="bilinear").argmax(0)
-    return {"labels": diffs.argmax(0), "kmeans": ids.view(side, side), "naive": naive, "diffs": diffs,
-            "feature_layer": feature_layer, "mod_layer": mod_layer}
+    upsampled = resize_labels(ids, side, s.k, size, mode="bilinear")
+    return {"labels": diffs.argmax(0), "kmeans": ids.view(side, side), "queries": queries,
+            "naive": upsampled.argmax(0), "naive_smoothed": gaussian_blur(upsampled, s.smooth).argmax(0),
+            "diffs": diffs, "lam": lam, "feature_layer": feature_layer, "mod_layer": mod_layer}
 
 
 def denoise_run(model, x: torch.Tensor, cond, grid: torch.Tensor, probe: Probe) -> torch.Tensor:

@@ -24,15 +24,24 @@ def colour(labels: torch.Tensor) -> np.ndarray:
     return PALETTE[labels.cpu().numpy() % len(PALETTE)]
 
 
-def load_subject(model: str | None, sd: str | None, prompt: str = ""):
-    """(denoiser, codec or None, condition or None, image side, channels) of a kakusan model or an SD folder."""
+def load_subject(model: str | None, sd: str | None, prompt: str = "", device: str = "cpu", dtype: str = "float32"):
+    """(denoiser, codec or None, condition or None, null condition or None, image side, channels) of a kakusan model
+    or an SD folder, on ``device`` with weights in ``dtype``."""
+    from .sd import DTYPES
+
+    if dtype not in DTYPES:
+        raise KakusanError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, ValueError) as e:
+        raise KakusanError(f"device {device!r} is not available here ({str(e).splitlines()[0]})") from None
     if (model is None) == (sd is None):
         raise KakusanError("give either --model (a kakusan token-conditioned model) or --sd (a Stable Diffusion folder)")
     if sd is not None:
         from .sd import load_sd
 
-        denoiser, codec, cond = load_sd(sd, prompt)
-        return denoiser, codec, cond, denoiser.net.config.image_size * codec.factor, codec.channels
+        denoiser, codec, cond, null = load_sd(sd, prompt, device, dtype)
+        return denoiser, codec, cond, null, denoiser.net.config.image_size * codec.factor, codec.channels
     from ..diffusion import Denoiser
     from ..models import model_folder
 
@@ -41,7 +50,8 @@ def load_subject(model: str | None, sd: str | None, prompt: str = ""):
         raise KakusanError(f"{model} has no cross-attention (cond_type {denoiser.net.cond_type!r}); EmerDiff needs a "
                            "token-conditioned model (kakusan train --cond tokens)")
     c, side = denoiser.image_shape[0], denoiser.image_shape[-1]
-    return denoiser, None, None, side, c
+    denoiser.net.to(device, DTYPES[dtype])
+    return denoiser.to(device), None, None, None, side, c
 
 
 def read_image(path: Path, side: int, channels: int) -> torch.Tensor:
@@ -80,10 +90,10 @@ def overlay_figure(image: torch.Tensor, result: dict, path: Path, title: str = "
 
 def segment_files(images: list[str | Path], out: str | Path, *, model: str | None = None, sd: str | None = None,
                   prompt: str = "", tokens: str | None = None, settings: EmerDiffSettings | None = None,
-                  precision: str = "auto", progress: bool = True) -> dict:
+                  precision: str = "auto", device: str = "cpu", dtype: str = "float32", progress: bool = True) -> dict:
     """Segment each image file; writes ``NAME.labels.png`` (colours), ``NAME.labels.npy`` (ids), ``NAME.overlay.png``
-    and ``segment.json`` (the settings) into ``out``. The UNet runs in ``precision`` (auto: bf16 where the hardware
-    has it)."""
+    and ``segment.json`` (the settings) into ``out``. The models sit on ``device`` with weights in ``dtype``; the UNet
+    runs in ``precision`` (auto: bf16 autocast where the hardware has it)."""
     from tqdm.auto import tqdm
 
     settings = (settings or EmerDiffSettings()).validate()
@@ -94,7 +104,7 @@ def segment_files(images: list[str | Path], out: str | Path, *, model: str | Non
         if not p.is_file():
             raise KakusanError(f"no such image: {p}")
     out = io.require_empty_output(out)
-    denoiser, codec, cond, side, channels = load_subject(model, sd, prompt)
+    denoiser, codec, cond, null, side, channels = load_subject(model, sd, prompt, device, dtype)
     precision = denoiser.set_precision(precision)
     if tokens is not None:
         cond = sentence(tokens, denoiser)
@@ -102,12 +112,12 @@ def segment_files(images: list[str | Path], out: str | Path, *, model: str | Non
     written = []
     for p in tqdm(paths, desc="segment", unit="image", disable=not progress, dynamic_ncols=True):
         image = read_image(p, side, channels)
-        result = segment_image(denoiser, image, cond, settings, codec)
+        result = segment_image(denoiser, image, cond, settings, codec, null)
         save_array_png(colour(result["labels"]), out / f"{p.stem}.labels.png")
         io.write_bytes(_npy(result["labels"].cpu().numpy().astype(np.int16)), out / f"{p.stem}.labels.npy")
         overlay_figure(image, result, out / f"{p.stem}.overlay.png", title=p.name)
         written.append(p.stem)
-    summary = {"images": written, "out": str(out), "settings": settings.to_dict(), "precision": precision,
+    summary = {"images": written, "out": str(out), "settings": settings.to_dict(), "precision": precision, "device": device, "dtype": dtype,
                "feature_layer": result["feature_layer"], "mod_layer": result["mod_layer"]}
     io.write_json(summary, out / "segment.json")
     return summary

@@ -1,10 +1,12 @@
 """A Stable Diffusion 1.x folder in diffusers' layout, opened offline, as a kakusan denoiser plus a VAE codec.
 
 The folder holds ``unet/`` (``UNet2DConditionModel``, eps-prediction), ``vae/`` (``AutoencoderKL``), optionally
-``scheduler/scheduler_config.json`` (its beta schedule; SD 1.x's scaled-linear 0.00085..0.012 otherwise) and optionally
-``text_encoder/`` + ``tokenizer/`` (CLIP, needs ``transformers``) for a prompt; without them the condition is
-``prompt_embeds.safetensors`` (key ``prompt_embeds``, shape (1, L, D)) if present, else zeros (1, 77, D) — an
-"empty prompt" stand-in. Nothing is downloaded: every file is read from the folder.
+``scheduler/scheduler_config.json`` (its beta schedule; SD 1.x's scaled-linear 0.00085..0.012 otherwise) and the
+condition: ``text_encoder/`` + ``tokenizer/`` (CLIP; ``pip install kakusan[sd]`` brings ``transformers``), whose
+output on the prompt is the condition — the "empty prompt" is CLIP(""), as in the paper — or, without them, a stored
+``prompt_embeds.safetensors`` (key ``prompt_embeds``, shape (1, L, D)). Weight files of the ``fp16`` variant
+(``*.fp16.safetensors``) are loaded where the plain ones are absent. SD 2.x (v-prediction, linear projections, 1024-d
+text) and SDXL UNets are refused. Nothing is downloaded: every file is read from the folder.
 """
 from __future__ import annotations
 
@@ -24,17 +26,18 @@ class VaeCodec:
 
     def __init__(self, vae):
         self.vae = vae.eval()
+        self.dtype = next(vae.parameters()).dtype
         self.scale = float(getattr(vae.config, "scaling_factor", 0.18215))
         self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.channels = vae.config.in_channels
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(images).latent_dist.mean * self.scale
+        return self.vae.encode(images.to(self.dtype)).latent_dist.mean.float() * self.scale
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents / self.scale).sample
+        return self.vae.decode((latents / self.scale).to(self.dtype)).sample.float()
 
 
 def _scheduler(folder: Path) -> DDPMProcess:
@@ -48,28 +51,64 @@ def _scheduler(folder: Path) -> DDPMProcess:
                        beta_start=float(cfg.get("beta_start", 0.00085)), beta_end=float(cfg.get("beta_end", 0.012)))
 
 
-def prompt_embedding(folder: Path, prompt: str, dim: int) -> torch.Tensor:
-    """(1, L, D) text condition: the folder's CLIP text encoder on ``prompt``, else a stored or zero embedding."""
-    if (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir():
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _variant(sub: Path, stem: str) -> str | None:
+    """``"fp16"`` where ``sub`` holds only the fp16 variant of its weights."""
+    plain = any((sub / f"{stem}{ext}").is_file() for ext in (".safetensors", ".bin"))
+    return "fp16" if not plain and (sub / f"{stem}.fp16.safetensors").is_file() else None
+
+
+def check_unet_config(folder: Path) -> dict:
+    """The UNet's config, refusing what is not SD 1.x (before any weight is read)."""
+    cfg = io.read_json(folder / "unet" / "config.json")
+    if cfg.get("addition_embed_type") or cfg.get("cross_attention_dim") == 2048:
+        raise KakusanError(f"{folder}: an SDXL-style UNet (addition_embed_type {cfg.get('addition_embed_type')!r}); "
+                           "only Stable Diffusion 1.x folders are supported")
+    if cfg.get("use_linear_projection") or cfg.get("cross_attention_dim") == 1024:
+        raise KakusanError(f"{folder}: an SD 2.x UNet (linear projections / 1024-d text); only Stable Diffusion 1.x "
+                           "folders are supported")
+    return cfg
+
+
+def prompt_embedding(folder: Path, prompts: list[str], dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(len(prompts), L, D) text conditions: the folder's CLIP text encoder on each prompt ("" is CLIP(""), the empty
+    prompt), else — for empty prompts only — a stored ``prompt_embeds.safetensors``."""
+    has_encoder, has_tokenizer = (folder / "text_encoder").is_dir(), (folder / "tokenizer").is_dir()
+    if has_encoder != has_tokenizer:
+        missing = "tokenizer/" if has_encoder else "text_encoder/"
+        raise KakusanError(f"{folder} has {'text_encoder/' if has_encoder else 'tokenizer/'} but no {missing}; "
+                           "both are needed to read a prompt")
+    if has_encoder:
         try:
             from transformers import CLIPTextModel, CLIPTokenizer
         except ImportError:
-            raise KakusanError("the folder has a text encoder; reading it needs `pip install transformers`") from None
+            raise KakusanError("reading the folder's text encoder needs transformers: "
+                               "pip install 'kakusan[sd]'") from None
         tok = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-        enc = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).eval()
-        ids = tok([prompt], padding="max_length", max_length=tok.model_max_length, truncation=True,
+        enc = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, dtype=dtype,
+                                            variant=_variant(folder / "text_encoder", "model")).eval()
+        if enc.config.hidden_size != dim:
+            raise KakusanError(f"{folder}: the text encoder gives {enc.config.hidden_size}-d tokens, the UNet "
+                               f"attends to {dim}-d ones")
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
         with torch.no_grad():
-            return enc(ids)[0]
-    if prompt:
+            return enc(ids)[0].float()
+    if any(prompts):
         raise KakusanError(f"{folder} has no text_encoder/ and tokenizer/; a prompt cannot be read without them")
     if (folder / "prompt_embeds.safetensors").is_file():
-        return io.load_tensors(folder / "prompt_embeds.safetensors")["prompt_embeds"]
-    return torch.zeros(1, 77, dim)
+        stored = io.load_tensors(folder / "prompt_embeds.safetensors")["prompt_embeds"].float()
+        return stored.expand(len(prompts), *stored.shape[1:])
+    raise KakusanError(f"{folder} has no text_encoder/ + tokenizer/ (for the empty prompt CLIP(\"\")) and no "
+                       "prompt_embeds.safetensors")
 
 
-def load_sd(path: str | Path, prompt: str = "") -> tuple[Denoiser, VaeCodec, torch.Tensor]:
-    """(denoiser over latents, VAE codec, condition (L, D)) of an SD 1.x folder."""
+def load_sd(path: str | Path, prompt: str = "", device: str = "cpu",
+            dtype: str = "float32") -> tuple[Denoiser, VaeCodec, torch.Tensor, torch.Tensor]:
+    """(denoiser over latents, VAE codec, condition (L, D) of ``prompt``, the empty prompt's (L, D)) of an SD 1.x
+    folder, on ``device`` with weights in ``dtype`` (float32 | bfloat16 | float16)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     folder = Path(path)
@@ -77,11 +116,19 @@ def load_sd(path: str | Path, prompt: str = "") -> tuple[Denoiser, VaeCodec, tor
     if missing:
         raise KakusanError(f"{folder} is not a Stable Diffusion folder in diffusers' layout "
                            f"(no {' or '.join(m + '/config.json' for m in missing)})")
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
+    if dtype not in DTYPES:
+        raise KakusanError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    c = check_unet_config(folder)
+    process = _scheduler(folder)
+    cond, null = prompt_embedding(folder, [prompt, ""], c["cross_attention_dim"], DTYPES[dtype])
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True,
+                                                torch_dtype=DTYPES[dtype],
+                                                variant=_variant(folder / "unet", "diffusion_pytorch_model"))
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True, torch_dtype=DTYPES[dtype],
+                                        variant=_variant(folder / "vae", "diffusion_pytorch_model"))
     c = unet.config
     config = UNetConfig(image_size=c.sample_size, channels=c.in_channels, cond_type="tokens", vocab_size=1,
                         token_dim=c.cross_attention_dim, block_out_channels=tuple(c.block_out_channels),
                         layers_per_block=c.layers_per_block)
-    model = Denoiser(UNetNet(config, unet), _scheduler(folder), {"data": f"stable diffusion: {folder}"}).eval()
-    return model, VaeCodec(vae), prompt_embedding(folder, prompt, c.cross_attention_dim)[0]
+    model = Denoiser(UNetNet(config, unet), process, {"data": f"stable diffusion: {folder}"}).eval().to(device)
+    return model, VaeCodec(vae.to(device)), cond.to(device), null.to(device)

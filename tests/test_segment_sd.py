@@ -1,7 +1,5 @@
 """EmerDiff on a Stable Diffusion 1.x folder in SD's full layout, built here with random weights (no downloads):
 UNet from SD 1.5's config at reduced width, VAE, a tiny CLIP text encoder and tokenizer, scheduler config."""
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -21,7 +19,9 @@ SCHEDULER = {"_class_name": "PNDMScheduler", "beta_schedule": "scaled_linear", "
 
 def make_sd_folder(root, unet_overrides=None, text=True, fp16_unet=False):
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from kakusan.segment.sd import write_toy_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**{**SD15_UNET, **WIDTH, **(unet_overrides or {})})
@@ -35,13 +35,8 @@ def make_sd_folder(root, unet_overrides=None, text=True, fp16_unet=False):
                   scaling_factor=0.18215).save_pretrained(root / "vae")
     io.write_json(SCHEDULER, root / "scheduler" / "scheduler_config.json")
     if text:
-        vocab = ["<|startoftext|>", "<|endoftext|>", "<unk>"] + [c + e for e in ("", "</w>")
-                                                                   for c in "abcdefghijklmnopqrstuvwxyz"]
-        (root / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-        (root / "merges.txt").write_text("#version: 0.2\n")
-        CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"),
-                      model_max_length=77).save_pretrained(root / "tokenizer")
-        CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        vocab = write_toy_tokenizer(root / "tokenizer")
+        CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                                      num_attention_heads=4, max_position_embeddings=77, bos_token_id=0,
                                      eos_token_id=1, pad_token_id=1)).save_pretrained(root / "text_encoder")
     return root

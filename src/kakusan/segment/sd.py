@@ -132,3 +132,18 @@ def load_sd(path: str | Path, prompt: str = "", device: str = "cpu",
                         layers_per_block=c.layers_per_block)
     model = Denoiser(UNetNet(config, unet), process, {"data": f"stable diffusion: {folder}"}).eval().to(device)
     return model, VaeCodec(vae.to(device)), cond.to(device), null.to(device)
+
+
+def write_toy_tokenizer(folder: Path) -> int:
+    """Write a CLIP tokenizer of single letters into ``folder`` (for random-weight SD folders built by tests and
+    benches: the real CLIP vocabulary is a download); returns its vocabulary size."""
+    from transformers import CLIPTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["<|startoftext|>", "<|endoftext|>", "<unk>"] + [c + e for e in ("", "</w>")
+                                                               for c in "abcdefghijklmnopqrstuvwxyz"]
+    io.write_json({t: i for i, t in enumerate(vocab)}, folder / "vocab.json")
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77).save_pretrained(folder)
+    return len(vocab)

@@ -35,6 +35,7 @@ SHAPE_TOKENS = 1 + MAX_OBJECTS
 SUPER = 4
 DEFAULT_CANVAS = 32
 FREQ = (0.5, 1.5)  # cycles per canvas of the plane waves of a colour field
+RADIUS = (0.15, 0.3)  # of an object's bounding disc, in canvas sides
 
 
 def inside(shape: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -97,7 +98,7 @@ def make_shape_scenes(n: int, seed: int, canvas: int = DEFAULT_CANVAS) -> ImageD
         areas = []  # each placed object's full area (samples)
         for j, c in enumerate(classes):
             for _ in range(20):  # place again while an object would be mostly hidden
-                radius = (0.15 + 0.15 * float(torch.rand(1, generator=g)))
+                radius = RADIUS[0] + (RADIUS[1] - RADIUS[0]) * float(torch.rand(1, generator=g))
                 theta = float(torch.rand(1, generator=g)) * 2 * math.pi
                 cy, cx = (0.1 + 0.8 * torch.rand(2, generator=g)).tolist()
                 mask = placed(SHAPES[c], cy, cx, radius, theta, yy, xx)

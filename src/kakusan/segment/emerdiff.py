@@ -155,8 +155,9 @@ def segment_image(model, image: torch.Tensor, cond=None, settings: EmerDiffSetti
                                     probe))
         probe.maps.clear()
     out = torch.cat(outs)
-    pixels = codec.decode(out) if codec is not None else out
-    diffs = (pixels[:s.k] - pixels[s.k:]).float().pow(2).sum(1).sqrt().cpu()  # (K, H, W)
+    if codec is not None:  # one image at a time: a VAE decoder's activations at full size dominate memory otherwise
+        out = torch.cat([codec.decode(o[None]).cpu() for o in out])
+    diffs = (out[:s.k] - out[s.k:]).float().pow(2).sum(1).sqrt().cpu()  # (K, H, W)
     diffs = gaussian_blur(diffs, s.smooth)
     size = image.shape[-1]
     upsampled = resize_labels(ids, side, s.k, size, mode="bilinear")

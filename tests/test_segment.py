@@ -231,3 +231,18 @@ def test_the_default_modulated_layer_is_the_third_cross_attention_of_the_feature
     assert default_layer(s.net.unet) == "up.0.0"
     assert default_mod_layer(s.net.unet, name.format(0)) == name.format(2)  # 3 layers per up block: the paper's
     assert default_mod_layer(model.net.unet, name.format(0)) == name.format(1)  # xs has 2: the last one
+
+
+def test_the_class_level_protocol_matches_clusters_to_classes_once_for_the_whole_set():
+    from kakusan.segment.metrics import class_level
+
+    g = torch.Generator().manual_seed(0)
+    classes = [torch.randint(0, 3, (6, 6), generator=g) for _ in range(8)]
+    # segments = the classes under per-image random names, features = the class's one-hot: a perfect method
+    perms = [torch.randperm(3, generator=g) for _ in classes]
+    preds = [p[c] for p, c in zip(perms, classes)]
+    feats = [torch.nn.functional.one_hot(c, 3).permute(2, 0, 1).float() for c in classes]
+    assert class_level(preds, feats, classes, 3)["miou"] == pytest.approx(1.0)
+    # the same segments described by uninformative features: clusters cannot follow classes across images
+    flat = [torch.ones(1, 6, 6) * (p == 0).float() for p in preds]
+    assert class_level(preds, flat, classes, 3)["miou"] < 0.7

@@ -162,7 +162,7 @@ def main():
             tiles += [ds.images[scenes[j]], _rgb(gts[j]), _rgb(results[j]["naive_smoothed"]), _rgb(results[j]["labels"])]
         tiles = [t.expand(3, -1, -1) if t.shape[0] == 1 else t for t in tiles]
         save_grid(torch.stack(tiles), args.figure, nrow=4, scale=4,
-                  col_labels=["held-out scene", "ground truth", "naive upsampling (same smoothing)", "EmerDiff"])
+                  col_labels=["held-out scene", "ground truth", "naive+smooth", "EmerDiff"])
     print(json.dumps(out))
 
 

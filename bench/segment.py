@@ -1,6 +1,6 @@
 """EmerDiff on held-out scenes against the baselines that could explain its score, under two protocols.
 
-    python bench/segment.py --model shape-scenes-s --data shape-scenes-heldout [--first 0] [--n 200]
+    python bench/segment.py --model runs/shape-scenes-s --data shape-scenes-heldout [--first 0] [--n 200]
                             [--set smooth=3 --set steps=1 ...] [--row "lam_rel=0.5" --row "start=inversion" ...]
                             [--figure docs/images/segment-shapes.png]
 
@@ -87,8 +87,8 @@ def score(preds, feats, gts, classes, n_classes):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="shape-scenes-s")
-    ap.add_argument("--data", default="shape-scenes-heldout")
+    ap.add_argument("--model", default="digit-scenes-s", help="a shipped name or a run folder, e.g. runs/shape-scenes-s")
+    ap.add_argument("--data", default="digit-scenes-heldout", help="digit-scenes-heldout | shape-scenes-heldout")
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--set", action="append", default=[], help="a base setting, key=value")

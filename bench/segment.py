@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import typing
 
 import numpy as np
 import torch
@@ -32,20 +33,25 @@ from kakusan.data.shapes import class_map
 from kakusan.diffusion import Denoiser
 from kakusan.models import model_folder
 from kakusan.segment import EmerDiffSettings, matched_iou, pixel_kmeans, segment_image
-from kakusan.segment.metrics import class_level, class_miou, texture_features, texture_kmeans, threshold_components
+from kakusan.segment.metrics import (class_level, class_miou, position_grid, texture_features, texture_kmeans,
+                                     threshold_components)
 from kakusan.segment.run import colour
 from kakusan.utils.images import save_grid
+from kakusan.utils.options import cli_fields
+
+
+HINTS = {name: hint for name, (_, hint) in cli_fields(EmerDiffSettings).items()}
 
 
 def parse_settings(pairs: list[str], base: dict) -> dict:
+    """``base`` with ``key=value`` pairs applied, each value converted to its field's type."""
     out = dict(base)
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if key not in EmerDiffSettings.__dataclass_fields__:
-            raise SystemExit(f"unknown setting {key!r}")
-        kind = type(EmerDiffSettings.__dataclass_fields__[key].default)
-        out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else \
-            (value if kind is str else float(value) if key in ("lam", "lam_rel", "t_f", "t_m", "smooth") else int(value))
+        if key not in HINTS:
+            raise SystemExit(f"unknown setting {key!r}; settings: {', '.join(HINTS)}")
+        kind = next((a for a in typing.get_args(HINTS[key]) if a is not type(None)), HINTS[key])
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return out
 
 
@@ -65,9 +71,8 @@ def class_gap(conf_a, match_a, conf_b, match_b, reps: int = 200, seed: int = 0) 
 
 
 def position(image: torch.Tensor) -> torch.Tensor:
-    h, w = image.shape[-2:]
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    return torch.cat([image.float(), torch.stack([ys, xs])])
+    """(C + 2, H, W): the image and its pixel positions, a baseline's own per-pixel features."""
+    return torch.cat([image.float(), position_grid(*image.shape[-2:])])
 
 
 def run_emerdiff(model, ds, scenes, settings):
@@ -115,9 +120,9 @@ def main():
                "naive upsampling, same smoothing": ([r["naive_smoothed"] for r in results], qmaps)}
     pk = [pixel_kmeans(ds.images[i], k) for i in scenes]
     methods["pixel k-means"] = (pk, [position(ds.images[i]) for i in scenes])
-    methods["texture k-means"] = ([texture_kmeans(ds.images[i], k) for i in scenes],
-                                  [torch.cat([texture_features(ds.images[i]).float(), position(ds.images[i])[-2:]])
-                                   for i in scenes])
+    bank = [texture_features(ds.images[i]) for i in scenes]  # computed once: for the clusters and the class level
+    methods["texture k-means"] = ([texture_kmeans(ds.images[i], k, features=f) for i, f in zip(scenes, bank)],
+                                  [torch.cat([f.float(), position_grid(*f.shape[-2:])]) for f in bank])
     methods["threshold + components"] = ([threshold_components(ds.images[i]) for i in scenes],
                                          [position(ds.images[i]) for i in scenes])
     methods["one segment"] = ([torch.zeros_like(g) for g in gts], None)

@@ -16,7 +16,8 @@ import torch
 
 from kakusan.data import load_dataset
 from kakusan.data.shapes import class_map
-from kakusan.segment.metrics import class_level, matched_iou, pixel_kmeans, texture_features, texture_kmeans
+from kakusan.segment.metrics import (class_level, matched_iou, pixel_kmeans, position_grid, texture_features,
+                                     texture_kmeans)
 
 
 def main():
@@ -32,14 +33,13 @@ def main():
     gts = [ds.segments[i].long() for i in scenes]
     classes = [class_map(ds.tokens[i], ds.segments[i]) for i in scenes]
     n_classes = 1 + len(ds.class_names)
-    h, w = gts[0].shape
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    pos = torch.stack([ys, xs])
+    pos = position_grid(*gts[0].shape)
+    bank = [texture_features(ds.images[i]) for i in scenes]  # computed once: for the clusters and the class level
     rows = {
         "pixel k-means": ([pixel_kmeans(ds.images[i], args.k) for i in scenes],
                           [torch.cat([ds.images[i], pos]) for i in scenes]),
-        "texture k-means": ([texture_kmeans(ds.images[i], args.k) for i in scenes],
-                            [torch.cat([texture_features(ds.images[i]).float(), pos]) for i in scenes]),
+        "texture k-means": ([texture_kmeans(ds.images[i], args.k, features=f) for i, f in zip(scenes, bank)],
+                            [torch.cat([f.float(), pos]) for f in bank]),
     }
     floor = float(np.mean([matched_iou(torch.zeros_like(g), g) for g in gts]))
     out = {"data": args.data, "first": args.first, "n": args.n, "k": args.k, "one_segment_per_image": floor}

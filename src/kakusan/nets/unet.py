@@ -167,15 +167,17 @@ class UNetNet(nn.Module):
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         if cond is None:
             cond = self.null_cond(x.shape[0], x.device)
+        dtype = self.unet.dtype  # weights held in half precision (kakusan segment --dtype) take inputs in theirs
+        if dtype != torch.float32:
+            x = x.to(dtype)
         if self.cond_type == "tokens":
             states = cond if cond.is_floating_point() else self.token_embedding(cond)
-            low = self.unet.dtype if self.unet.dtype != torch.float32 else None  # weights stored in half precision
-            if low is not None:
-                return self.unet(x.to(low), c_noise, encoder_hidden_states=states.to(low)).sample.float()
-            return self.unet(x, c_noise, encoder_hidden_states=states).sample
-        if self.cond_type == "class":
-            return self.unet(x, c_noise, class_labels=cond).sample
-        return self.unet(x, c_noise).sample
+            out = self.unet(x, c_noise, encoder_hidden_states=states.to(x.dtype)).sample
+        elif self.cond_type == "class":
+            out = self.unet(x, c_noise, class_labels=cond).sample
+        else:
+            out = self.unet(x, c_noise).sample
+        return out if dtype == torch.float32 else out.float()
 
     def feature_modules(self, places: str = "stages") -> dict[str, nn.Module]:
         """Named places whose outputs are features. ``stages``: each down block, the middle block, each up block

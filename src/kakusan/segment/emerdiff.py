@@ -7,8 +7,8 @@ For one image x0 (a latent model works on its encoding):
 3. **Modulated denoising** (sec. 3.3): from x_tm = x0 + sigma(t_m) eps, denoise to sigma = 0 (DDIM, eta = 0) once
    unmodulated — recording every attention map — and 2K times with c M_i (c = +lambda, -lambda) added, at every step
    from t_m on, to the output of the chosen layer (by default the third cross-attention layer of the feature layer's
-   block, as in the paper) after its output projection, the recorded attention maps replayed in every layer; all 2K runs in one
-   batch.
+   block, as in the paper) after its output projection, the recorded attention maps replayed in every layer; the 2K
+   runs in batches of ``chunk``.
    Open settings (chosen on validation scenes, :mod:`.settings`): lambda absolute or relative to the RMS of the
    modulated layer's output at t_m (``lam_rel``); modulation at every step or only the first (``mod_at``); x_tm from
    fresh noise or by DDIM inversion of x0 (``start``); the image's condition or the null one (``null_prompt``); the
@@ -156,8 +156,8 @@ def segment_image(model, image: torch.Tensor, cond=None, settings: EmerDiffSetti
         probe.maps.clear()
     out = torch.cat(outs)
     if codec is not None:  # one image at a time: a VAE decoder's activations at full size dominate memory otherwise
-        out = torch.cat([codec.decode(o[None]).cpu() for o in out])
-    diffs = (out[:s.k] - out[s.k:]).float().pow(2).sum(1).sqrt().cpu()  # (K, H, W)
+        out = torch.cat([codec.decode(o[None]) for o in out])
+    diffs = (out[:s.k] - out[s.k:]).float().pow(2).sum(1).sqrt().cpu()  # (K, H, W), on the CPU for the blur
     diffs = gaussian_blur(diffs, s.smooth)
     size = image.shape[-1]
     upsampled = resize_labels(ids, side, s.k, size, mode="bilinear")

@@ -102,16 +102,25 @@ def threshold_components(image: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(label(fg, connectivity=2)).long()
 
 
+def position_grid(h: int, w: int) -> torch.Tensor:
+    """(2, h, w) pixel positions (y, x), each in [-1, 1]."""
+    return torch.stack(torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij"))
+
+
+def _kmeans_labels(feats: torch.Tensor, k: int, seed: int, h: int, w: int) -> torch.Tensor:
+    """(h, w) labels of scikit-learn's k-means on per-pixel feature rows (h*w, F)."""
+    from sklearn.cluster import KMeans
+
+    ids = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(feats.double().numpy())
+    return torch.from_numpy(ids).long().view(h, w)
+
+
 def pixel_kmeans(image: torch.Tensor, k: int, seed: int = 0, position_weight: float = 1.0) -> torch.Tensor:
     """(H, W) labels of k-means on each pixel's values (C, in [-1, 1]) and its position (y, x in [-1, 1], times
     ``position_weight``)."""
-    from sklearn.cluster import KMeans
-
     c, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    feats = torch.cat([image.reshape(c, -1), position_weight * torch.stack([ys, xs]).reshape(2, -1)]).T
-    ids = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(feats.double().numpy())
-    return torch.from_numpy(ids).long().view(h, w)
+    feats = torch.cat([image.reshape(c, -1), position_weight * position_grid(h, w).reshape(2, -1)]).T
+    return _kmeans_labels(feats, k, seed, h, w)
 
 
 def texture_features(image: torch.Tensor) -> torch.Tensor:
@@ -133,15 +142,13 @@ def texture_features(image: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(feats))
 
 
-def texture_kmeans(image: torch.Tensor, k: int, seed: int = 0, position_weight: float = 1.0) -> torch.Tensor:
-    """(H, W) labels of k-means on :func:`texture_features` (each standardised over the image) plus position."""
-    from sklearn.cluster import KMeans
-
-    f = texture_features(image)
+def texture_kmeans(image: torch.Tensor, k: int, seed: int = 0, position_weight: float = 1.0,
+                   features: torch.Tensor | None = None) -> torch.Tensor:
+    """(H, W) labels of k-means on :func:`texture_features` (each standardised over the image; ``features``: the
+    bank's responses if already computed) plus position."""
+    f = texture_features(image) if features is None else features
     c, h, w = f.shape
-    f = f.reshape(c, -1)
+    f = f.double().reshape(c, -1)
     f = (f - f.mean(1, keepdim=True)) / (f.std(1, keepdim=True) + 1e-8) / np.sqrt(c)
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    feats = torch.cat([f, position_weight * torch.stack([ys, xs]).reshape(2, -1).double()]).T
-    ids = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(feats.numpy())
-    return torch.from_numpy(ids).long().view(h, w)
+    feats = torch.cat([f, position_weight * position_grid(h, w).reshape(2, -1).double()]).T
+    return _kmeans_labels(feats, k, seed, h, w)

@@ -117,8 +117,8 @@ def segment_files(images: list[str | Path], out: str | Path, *, model: str | Non
         io.write_bytes(_npy(result["labels"].cpu().numpy().astype(np.int16)), out / f"{p.stem}.labels.npy")
         overlay_figure(image, result, out / f"{p.stem}.overlay.png", title=p.name)
         written.append(p.stem)
-    summary = {"images": written, "out": str(out), "settings": settings.to_dict(), "precision": precision, "device": device, "dtype": dtype,
-               "feature_layer": result["feature_layer"], "mod_layer": result["mod_layer"]}
+    summary = {"images": written, "out": str(out), "settings": settings.to_dict(), "precision": precision,
+               "device": device, "dtype": dtype, "feature_layer": result["feature_layer"], "mod_layer": result["mod_layer"]}
     io.write_json(summary, out / "segment.json")
     return summary
 

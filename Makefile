@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO := out/demo
 
-.PHONY: setup demo demo-train test test-fast bench
+.PHONY: setup demo demo-train test test-fast bench bench-peers
 
 $(BIN)/kakusan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,15 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/throughput.py
+
+# The peers of bench/time_to_quality.py in a venv of their own (they need torchvision, which does not import beside
+# kakusan's CPU torch): torch 2.14.1 + torchvision 0.29.1 from this machine's disk (a CUDA build, ~5.5 GB; it runs on
+# the CPU), k-diffusion and denoising-diffusion-pytorch. kakusan's own legs run from .venv.
+PEERS ?= .venv-peers
+$(PEERS)/installed:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PEERS)/bin/pip install -q k-diffusion denoising-diffusion-pytorch safetensors "setuptools<81"  # k-diffusion imports clip, which needs pkg_resources
+	touch $@
+
+bench-peers: setup $(PEERS)/installed

@@ -1,181 +1,256 @@
-"""Quality per training minute: kakusan's recipe against the recipe of diffusers' own training example, same network.
+"""Time to quality: kakusan against the toolkits people use, on the same data, minutes and judges.
 
-    python bench/time_to_quality.py [--budgets 5,10,20] [--n 1000] [--out runs/ttq]
+    make bench-peers                       # once: the peers' venv (.venv-peers: torch 2.14.1 + torchvision 0.29.1)
+    python bench/time_to_quality.py [--budgets 4,8,16,32] [--n 1000] [--out runs/ttq] [--legs ...]
 
-Both train the class-conditional UNet of the shipped mnist-s (preset s, scale-shift conditioning, 32x32, batch 64) on
-the same 5,000 MNIST images, on this machine, for the same wall-clock budgets, alternating (kakusan to 5 minutes, the
-example's 5-minute run, kakusan on to 10, the example's 10-minute run, ...) so that machine noise hits both alike.
+Legs (``bench/race/``; each runs its own library's training code and recommended sampler — see each file):
+* ``kakusan`` (``--precision auto``) and ``kakusan-fp32``: kakusan's venv;
+* ``k-diffusion`` and ``ddpm`` (denoising-diffusion-pytorch): the peers' venv (both need torchvision, which does not
+  import beside kakusan's CPU torch) — a leg whose package is missing is skipped, saying so;
+* ``diffusers``: the loop of diffusers' training example, one run per budget (its cosine schedule needs the total).
+All legs are **unconditional** (k-diffusion's ``image_v1`` and the lucidrains Trainer take no labels), batch 64, on
+the 5,000 MNIST images at 32x32, networks at about mnist-s's size (each leg's parameter count is reported).
 
-* **kakusan**: the command on mnist-s's card (EDM preconditioning, P_mean -0.4, lr 5e-4 with inverse-sqrt decay after
-  50 kimg, power-function EMAs 0.05 / 0.10) with ``--minutes``; one run resumed at each budget (nothing in it depends on
-  the total length). Its budget includes start-up, checkpoints and the preview grids at start and end (10 images
-  here, as the example's image saving is left out too). Sampled with DPM-Solver++(2M), 10 NFE, Karras grid
-  (bench/nfe.py: 0.89x Heun 35's FD on the shipped model). A copy of the checkpoint at each budget is kept.
-* **diffusers example** (``examples/unconditional_image_generation/train_unconditional.py``, written out plainly
-  below as its users run it; class labels added): DDPMScheduler (1000 steps, linear betas), eps-prediction with MSE,
-  AdamW lr 1e-4, betas (0.95, 0.999), weight decay 1e-6, cosine schedule with 500 warm-up steps ending at the budget
-  (one run per budget: its schedule needs the total), gradient clipping 1.0, EMAModel (inv_gamma 1, power 3/4,
-  max decay 0.9999), no horizontal flips (digits), batch 64 as kakusan's. Sampled with DDIM, 50 steps.
+**Fairness.** Two legs run at a time, each pinned to one core (``taskset``) with one thread, so that both see the
+same machine at the same moments; every leg's clock counts its own start-up and stops at each budget (a mark), where
+its EMA weights are saved with the clock paused. Sampling (1,000 images from seeds 0..999) comes after, timed apart.
 
-Each budget: FD (bootstrap spread), precision, recall and class accuracy of n class-cycled samples against n real
-images (shipped MNIST evaluation network), and kimg trained. Last line: one JSON object
-{kakusan: [{minutes, kimg, fd, fd_std, class_acc}], diffusers: [...]}.
+**Judges.** Every judge of kakusan's panel: FD against all 5,000 real images with a bootstrap spread (samples and
+reference resampled), the judge's real-vs-real floor, FD over floor; with no labels, the featurenet's class
+histogram stands in for class accuracy (its total-variation distance from uniform). Each (leg, budget) is done once:
+a rerun with the same ``--out`` picks up where it stopped. Raw log: docs/time-to-quality-bench.txt; plot:
+docs/images/time-to-quality.png. Last line: one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
-from kakusan.data import load_dataset
-from kakusan.diffusion import Denoiser, generate
-from kakusan.diffusion.samplers import PerSampleNoise
-from kakusan.metrics import evaluate, load_featurenet, load_panel
-from kakusan.metrics.panel import panel_summary, summary_line
-from kakusan.nets.unet import UNetConfig
-from kakusan.diffusion.training import TrainConfig
-
-KAKUSAN = dict(data="mnist", image_size=32, preset="s", time_conditioning="scale-shift", p_mean=-0.4,
-               lr_decay_kimg=50, kimg=10_000, sample_kimg=10_000, checkpoint_kimg=10_000, sample_grid=10)
-
-
-def train_kakusan(run: Path, minutes: float, first: bool) -> dict:
-    from kakusan.diffusion.training import Trainer
-
-    if first:
-        trainer = Trainer(TrainConfig(**KAKUSAN, minutes=minutes), run, progress=False)
-    else:
-        trainer = Trainer.resume(run, progress=False, minutes=minutes)
-    summary = trainer.train()
-    return {"kimg": summary["kimg"]}
+ROOT = Path(__file__).resolve().parent.parent
+RACE = ROOT / "bench" / "race"
+PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+# leg -> (script, venv python, import that proves the package is there, extra arguments, one run per budget?)
+LEGS = {
+    "kakusan": ("kakusan_leg.py", sys.executable, "kakusan", ["--precision", "auto"], False),
+    "kakusan-fp32": ("kakusan_leg.py", sys.executable, "kakusan", ["--precision", "fp32"], False),
+    "k-diffusion": ("kdiffusion_leg.py", str(PEERS_PYTHON), "k_diffusion", [], False),
+    "ddpm": ("ddpm_leg.py", str(PEERS_PYTHON), "denoising_diffusion_pytorch", [], False),
+    "diffusers": ("diffusers_leg.py", sys.executable, "diffusers", [], True),
+}
+NAMES = {"kakusan": "kakusan", "kakusan-fp32": "kakusan fp32", "k-diffusion": "k-diffusion",
+         "ddpm": "denoising-diffusion-pytorch", "diffusers": "diffusers example"}
 
 
-def sample_kakusan(run: Path, n: int) -> torch.Tensor:
-    model = Denoiser.from_pretrained(run / "checkpoint")
-    return generate(model, range(n), cond=torch.arange(n) % 10, sampler="dpmpp2m", steps=10, schedule="karras",
-                    progress=False)
+def available(leg: str) -> str | None:
+    """None if the leg can run, else why not."""
+    _, python, module, _, _ = LEGS[leg]
+    if not Path(python).exists():
+        return f"{python} is missing (make bench-peers)"
+    r = subprocess.run([python, "-c", f"import {module}"], capture_output=True, text=True)
+    return None if r.returncode == 0 else f"{module} does not import in {python}: {r.stderr.strip().splitlines()[-1]}"
 
 
-def example_unet():
-    """The network of mnist-s, as a bare diffusers UNet2DModel (11 class rows: kakusan's null row stays unused)."""
-    from diffusers import UNet2DModel
-
-    return UNet2DModel(**UNetConfig(preset="s", image_size=32, cond_type="class", num_classes=10,
-                                    time_conditioning="scale-shift").diffusers_kwargs())
-
-
-def train_example(minutes: float, data, seed: int = 0):
-    """The diffusers example's loop, for ``minutes`` of wall-clock (its cosine schedule ends at the budget: the
-    number of steps is estimated from the speed of its first 20 steps)."""
-    from diffusers import DDPMScheduler, UNet2DModel
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
-
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    unet = example_unet().train()
-    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4,
-                   model_cls=UNet2DModel, model_config=unet.config)
-    lr_scheduler, batch, step, start, losses = None, 64, 0, time.time(), []
-    while time.time() - start < minutes * 60:
-        if step < 20:  # the first warm-up steps, while the speed is measured
-            for group in optimizer.param_groups:
-                group["lr"] = 1e-4 * step / 500
-        if step == 20:  # the total the cosine schedule needs, from the measured speed
-            total = int(minutes * 60 / ((time.time() - start) / 20))
-            for group in optimizer.param_groups:  # the schedule scales the lr it finds: give it the peak
-                group["lr"] = 1e-4
-            lr_scheduler = get_scheduler("cosine", optimizer=optimizer, num_warmup_steps=500,
-                                         num_training_steps=total)
-            for _ in range(20):
-                lr_scheduler.step()
-        idx = torch.randint(len(data.images), (batch,), generator=g)
-        clean, labels = data.images[idx], data.labels[idx]
-        noise = torch.randn(clean.shape, generator=g)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=g)
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps, class_labels=labels).sample, noise)
-        losses.append(loss.item())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        if lr_scheduler is not None:
-            lr_scheduler.step()
-        optimizer.zero_grad()
-        ema.step(unet.parameters())
-        step += 1
-    ema.copy_to(unet.parameters())
-    train_example.last_loss = sum(losses[-50:]) / max(len(losses[-50:]), 1)  # mean loss of the last 50 steps
-    return unet.eval(), step * batch / 1000
+def jobs_for(legs: list[str], budgets: list[float]) -> list[dict]:
+    """Training jobs: one per leg, or one per (leg, budget) for a leg whose schedule needs its total."""
+    jobs = []
+    for leg in legs:
+        script, python, _, extra, per_budget = LEGS[leg]
+        for marks in ([[b] for b in budgets] if per_budget else [budgets]):
+            name = f"{leg}-{marks[0]:g}" if per_budget else leg
+            jobs.append({"leg": leg, "name": name, "python": python, "script": str(RACE / script),
+                         "extra": extra, "marks": marks, "minutes": marks[-1]})
+    return jobs
 
 
-@torch.no_grad()
-def sample_example(unet, n: int, batch: int = 100) -> torch.Tensor:
-    """DDIM, 50 steps, as the example's pipeline samples (eta 0), with the same per-seed noise as kakusan."""
-    from diffusers import DDIMScheduler
+def run_pinned(commands: list[tuple[str, list[str], Path]], cores: int = 2) -> None:
+    """Run (name, argv, log) commands, ``cores`` at a time, each on its own core with one thread, longest first
+    (the order given); a failed command is reported, not fatal."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    free, running, queue = list(range(cores)), {}, list(commands)
+    while queue or running:
+        while queue and free:
+            name, argv, log = queue.pop(0)
+            core = free.pop(0)
+            print(f"  start {name} on core {core}", flush=True)
+            running[subprocess.Popen(["taskset", "-c", str(core), *argv], env=env, stdout=open(log, "w"),
+                                     stderr=subprocess.STDOUT, cwd=ROOT)] = (name, core, time.time())
+        time.sleep(2)
+        for p in [p for p in running if p.poll() is not None]:
+            name, core, t0 = running.pop(p)
+            free.append(core)
+            status = "done" if p.returncode == 0 else f"FAILED (exit {p.returncode}; see its log)"
+            print(f"  {name}: {status} in {(time.time() - t0) / 60:.1f} min", flush=True)
 
-    out = []
-    for a in range(0, n, batch):
-        seeds = list(range(a, min(a + batch, n)))
-        scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-        scheduler.set_timesteps(50)
-        x = PerSampleNoise(seeds)(torch.empty(len(seeds), 1, 32, 32))
-        labels = torch.tensor(seeds) % 10
-        for t in scheduler.timesteps:
-            eps = unet(x, t, class_labels=labels).sample
-            x = scheduler.step(eps, t, x).prev_sample
-        out.append(x)
-    return torch.cat(out)
+
+def train_all(jobs, data: Path, out: Path, smoke: bool) -> None:
+    todo = []
+    for j in sorted(jobs, key=lambda j: -j["minutes"]):
+        d = out / j["name"]
+        if (d / "leg.json").exists():
+            continue
+        if d.exists():  # a leg stopped half-way starts again in a fresh folder; the old one is kept aside
+            d.rename(out / f"{j['name']}.stopped-{int(time.time())}")
+        argv = [j["python"], j["script"], "train", "--data", str(data), "--out", str(d),
+                "--marks", ",".join(f"{m:g}" for m in j["marks"]), *j["extra"], *(["--smoke"] if smoke else [])]
+        todo.append((f"train {j['name']}", argv, out / f"{j['name']}.train.log"))
+    run_pinned(todo)
 
 
-def score(net, real, images, n):
-    r = evaluate(net, images.clamp(-1, 1), real, torch.arange(n) % 10, bootstrap=100)
-    panel = panel_summary(load_panel(), images.clamp(-1, 1), real, torch.arange(n) % 10)
-    print(f"  {summary_line(panel)}", flush=True)
-    return ({k: round(r[k], 5) for k in ("fd", "fd_std", "precision", "recall", "class_acc")} | {"judges": panel},
-            r["floor"]["fd"])
+def sample_all(jobs, out: Path, n: int, smoke: bool) -> None:
+    todo = []
+    for j in jobs:
+        for m in j["marks"]:
+            d = out / j["name"]
+            if (d / "leg.json").exists() and not (d / f"mark-{m:g}" / "samples.safetensors").exists():
+                argv = [j["python"], j["script"], "sample", "--out", str(d), "--mark", f"{m:g}", "--n", str(n),
+                        *(["--smoke"] if smoke else [])]
+                todo.append((f"sample {j['name']} at {m:g} min", argv, out / f"{j['name']}.sample-{m:g}.log"))
+    run_pinned(todo)
+
+
+def class_balance(judges, images: torch.Tensor) -> float | None:
+    """Total-variation distance of the first classifier judge's predicted-class histogram from uniform."""
+    from kakusan.metrics.scores import extract
+
+    for j in judges:
+        if j.classifies:
+            _, logits = extract(j.net, images)
+            hist = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float() / len(images)
+            return round(float(0.5 * (hist - 1 / len(hist)).abs().sum()), 4)
+    return None
+
+
+def score_all(jobs, out: Path, n: int) -> list[dict]:
+    from kakusan.data import load_dataset
+    from kakusan.metrics import load_panel
+    from kakusan.metrics.panel import panel_references, panel_scores
+
+    judges, real = load_panel(), load_dataset("mnist", image_size=32).images
+    refs = panel_references(judges, real, n, reference="all", spread="both")
+    rows = []
+    for j in jobs:
+        d = out / j["name"]
+        if not (d / "leg.json").exists():
+            continue
+        leg = json.loads((d / "leg.json").read_text())
+        for mark in leg["marks"]:
+            md = d / f"mark-{mark['minutes']:g}"
+            if not (md / "samples.safetensors").exists():
+                continue
+            images = load_file(str(md / "samples.safetensors"))["images"][:n]
+            scores = panel_scores(judges, images, real, n=n, bootstrap=100, refs=refs)
+            rows.append({"leg": j["leg"], "minutes": mark["minutes"], "params": leg["params"], "kimg": mark["kimg"],
+                         "img_s": mark["img_s"], "sampling": json.loads((md / "sample.json").read_text()),
+                         "class_tv": class_balance(judges, images),
+                         "judges": {s["judge"]: {k: round(s[k], 5) for k in ("fd", "fd_std", "floor_fd",
+                                                                             "fd_over_floor")} for s in scores}})
+            r = rows[-1]
+            print(f"  {NAMES[r['leg']]:28} {r['minutes']:5g} min {r['kimg']:7.1f} kimg  " + "  ".join(
+                f"{k} {v['fd']:.3g}±{v['fd_std']:.2g}" for k, v in r["judges"].items()), flush=True)
+    return rows
+
+
+def verdicts(rows: list[dict]) -> dict:
+    """Per peer and judge: the peer's best FD and its minutes; kakusan's first budget at or below it; the ratio of
+    minutes; and at the last budget, kakusan's FD against the peer's, in units of their combined spread."""
+    out = {}
+    last = max(r["minutes"] for r in rows)
+    mine = sorted((r for r in rows if r["leg"] == "kakusan"), key=lambda r: r["minutes"])
+    for peer in sorted({r["leg"] for r in rows} - {"kakusan", "kakusan-fp32"}):
+        theirs = [r for r in rows if r["leg"] == peer]
+        per_judge = {}
+        for judge in theirs[0]["judges"]:
+            best = min(theirs, key=lambda r: r["judges"][judge]["fd"])
+            fd = best["judges"][judge]["fd"]
+            reach = next((r["minutes"] for r in mine if r["judges"][judge]["fd"] <= fd), None)
+            end = [(r, p) for r in mine for p in theirs if r["minutes"] == last == p["minutes"]]
+            z = None
+            if end:
+                a, b = end[0][0]["judges"][judge], end[0][1]["judges"][judge]
+                z = round((b["fd"] - a["fd"]) / max((a["fd_std"] ** 2 + b["fd_std"] ** 2) ** 0.5, 1e-12), 2)
+            per_judge[judge] = {"peer_best_fd": fd, "peer_minutes": best["minutes"], "kakusan_minutes": reach,
+                                "minutes_ratio": None if reach is None else round(reach / best["minutes"], 3),
+                                "last_budget_z": z}
+        out[peer] = per_judge
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    judges = list(rows[0]["judges"])
+    fig, axes = plt.subplots(1, len(judges), figsize=(4 * len(judges), 3.6), squeeze=False)
+    for ax, judge in zip(axes[0], judges):
+        for leg in LEGS:
+            rs = sorted((r for r in rows if r["leg"] == leg), key=lambda r: r["minutes"])
+            if rs:
+                ax.errorbar([r["minutes"] for r in rs], [r["judges"][judge]["fd"] for r in rs],
+                            yerr=[r["judges"][judge]["fd_std"] for r in rs], marker="o", capsize=3,
+                            label=f"{NAMES[leg]} — {rs[0]['sampling']['sampler'].split(' (')[0]}")
+        ax.axhline(rows[0]["judges"][judge]["floor_fd"], color="grey", ls=":", label="real vs real (floor)")
+        ax.set(xscale="log", yscale="log", xlabel="training minutes (one core each)", ylabel="FD (lower is better)",
+               title=f"judge: {judge}")
+        ax.set_xticks(sorted({r["minutes"] for r in rows}), [f"{m:g}" for m in sorted({r["minutes"] for r in rows})])
+    axes[0][0].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Time to quality on MNIST 32x32 (5,000 images), unconditional, 1,000 samples, bootstrap spread")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--budgets", default="5,10,20", help="wall-clock minutes, increasing")
+    ap.add_argument("--budgets", default="4,8,16,32", help="training minutes, increasing")
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--out", default="runs/ttq", help="folder for the kakusan run (must not exist)")
+    ap.add_argument("--out", default="runs/ttq")
+    ap.add_argument("--legs", default=",".join(LEGS))
+    ap.add_argument("--plot", default="docs/images/time-to-quality.png")
+    ap.add_argument("--smoke", action="store_true", help="tiny networks and two sampling steps (the suite's check)")
     args = ap.parse_args()
-
     budgets = [float(b) for b in args.budgets.split(",")]
-    if budgets != sorted(budgets) or Path(args.out).exists():
-        raise SystemExit("budgets must increase, and --out must not exist")
-    data = load_dataset("mnist", image_size=32)
-    net, real = load_featurenet(), load_dataset("mnist").images
-    result = {"n": args.n, "kakusan": [], "diffusers": []}
-    done = 0.0
-    for b in budgets:
-        t0 = time.time()
-        k = train_kakusan(Path(args.out), b - done, first=done == 0)
-        k_minutes = (time.time() - t0) / 60
-        shutil.copytree(Path(args.out) / "checkpoint", Path(args.out) / f"checkpoint-{b:g}min")  # for later looks
-        m, floor = score(net, real, sample_kakusan(Path(args.out), args.n), args.n)
-        result["kakusan"].append({"minutes": b, "kimg": k["kimg"], **m})
-        print(f"kakusan   {b:5.1f} min ({k_minutes:.1f} this leg)  {k['kimg']:6.1f} kimg  FD {m['fd']:.3f} ± "
-              f"{m['fd_std']:.3f}  acc {m['class_acc']:.3f}", flush=True)
-        t0 = time.time()
-        unet, kimg = train_example(b, data)
-        m, floor = score(net, real, sample_example(unet, args.n), args.n)
-        loss = round(train_example.last_loss, 4)
-        result["diffusers"].append({"minutes": b, "kimg": round(kimg, 2), **m, "loss_last50": loss})
-        print(f"diffusers {b:5.1f} min ({(time.time() - t0) / 60:.1f} incl. sampling)  {kimg:6.1f} kimg  FD "
-              f"{m['fd']:.3f} ± {m['fd_std']:.3f}  acc {m['class_acc']:.3f}  eps-loss {loss}", flush=True)
-        result["floor_fd"] = round(floor, 5)
-        done = b
+    legs = args.legs.split(",")
+    if budgets != sorted(budgets) or budgets[0] <= 0 or not set(legs) <= set(LEGS):
+        raise SystemExit(f"error: budgets must be positive and increasing; legs among {', '.join(LEGS)}")
+    out = Path(args.out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    data = out / "data" / "mnist32.safetensors"
+    if not data.exists():
+        from kakusan.data import load_dataset
+        save_file({"images": load_dataset("mnist", image_size=32).images.contiguous()}, str(data))
+    skipped = {leg: why for leg in legs if (why := available(leg))}
+    for leg, why in skipped.items():
+        print(f"skipping {leg}: {why}", flush=True)
+    jobs = jobs_for([leg for leg in legs if leg not in skipped], budgets)
+    print(f"training {len(jobs)} jobs, two at a time, one core each", flush=True)
+    train_all(jobs, data, out, args.smoke)
+    print("sampling", flush=True)
+    sample_all(jobs, out, args.n, args.smoke)
+    print("scoring (every judge; FD ± bootstrap spread)", flush=True)
+    rows = score_all(jobs, out, args.n)
+    settings = {j["name"]: json.loads((out / j["name"] / "leg.json").read_text())
+                for j in jobs if (out / j["name"] / "leg.json").exists()}
+    result = {"n": args.n, "budgets": budgets, "skipped": skipped, "cpu": cpu_name(), "rows": rows,
+              "verdicts": verdicts(rows) if rows else {}, "settings": settings}
+    if rows and args.plot:
+        plot(rows, Path(args.plot))
     print(json.dumps(result))
+
+
+def cpu_name() -> str:
+    from kakusan.utils.precision import cpu_has_amx_bf16
+
+    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), "unknown")
+    return f"{name} ({'with' if cpu_has_amx_bf16() else 'without'} AMX-BF16)"
 
 
 if __name__ == "__main__":

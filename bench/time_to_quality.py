@@ -201,9 +201,10 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set(xscale="log", yscale="log", xlabel="training minutes (one core each)", ylabel="FD (lower is better)",
                title=f"judge: {judge}")
         ax.set_xticks(sorted({r["minutes"] for r in rows}), [f"{m:g}" for m in sorted({r["minutes"] for r in rows})])
-    axes[0][0].legend(fontsize=7, loc="upper right")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
     fig.suptitle("Time to quality on MNIST 32x32 (5,000 images), unconditional, 1,000 samples, bootstrap spread")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=90)
 
 

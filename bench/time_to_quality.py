@@ -80,11 +80,13 @@ def run_pinned(commands: list[tuple[str, list[str], Path]], cores: int = 2) -> N
             name, argv, log = queue.pop(0)
             core = free.pop(0)
             print(f"  start {name} on core {core}", flush=True)
-            running[subprocess.Popen(["taskset", "-c", str(core), *argv], env=env, stdout=open(log, "w"),
-                                     stderr=subprocess.STDOUT, cwd=ROOT)] = (name, core, time.time())
+            handle = open(log, "w")
+            running[subprocess.Popen(["taskset", "-c", str(core), *argv], env=env, stdout=handle,
+                                     stderr=subprocess.STDOUT, cwd=ROOT)] = (name, core, time.time(), handle)
         time.sleep(2)
         for p in [p for p in running if p.poll() is not None]:
-            name, core, t0 = running.pop(p)
+            name, core, t0, handle = running.pop(p)
+            handle.close()
             free.append(core)
             status = "done" if p.returncode == 0 else f"FAILED (exit {p.returncode}; see its log)"
             print(f"  {name}: {status} in {(time.time() - t0) / 60:.1f} min", flush=True)
@@ -128,14 +130,16 @@ def class_balance(judges, images: torch.Tensor) -> float | None:
     return None
 
 
-def score_all(jobs, out: Path, n: int) -> list[dict]:
+def score_all(jobs, out: Path, n: int) -> tuple[list[dict], dict]:
+    """One row per (leg, budget) under every judge, and each judge's resampled FDs by (leg, budget), resampled on
+    the same indices for every set (to pair them: :func:`paired_ratios`)."""
     from kakusan.data import load_dataset
     from kakusan.metrics import load_panel
     from kakusan.metrics.panel import panel_references, panel_scores
 
     judges, real = load_panel(), load_dataset("mnist", image_size=32).images
     refs = panel_references(judges, real, n, reference="all", spread="both")
-    rows = []
+    rows, kept = [], {}
     for j in jobs:
         d = out / j["name"]
         if not (d / "leg.json").exists():
@@ -146,7 +150,8 @@ def score_all(jobs, out: Path, n: int) -> list[dict]:
             if not (md / "samples.safetensors").exists():
                 continue
             images = load_file(str(md / "samples.safetensors"))["images"][:n]
-            scores = panel_scores(judges, images, real, n=n, bootstrap=100, refs=refs)
+            scores = panel_scores(judges, images, real, n=n, bootstrap=100, refs=refs, keep=True)
+            kept[(j["leg"], mark["minutes"])] = scores
             rows.append({"leg": j["leg"], "minutes": mark["minutes"], "params": leg["params"], "kimg": mark["kimg"],
                          "img_s": mark["img_s"], "sampling": json.loads((md / "sample.json").read_text()),
                          "class_tv": class_balance(judges, images),
@@ -155,7 +160,26 @@ def score_all(jobs, out: Path, n: int) -> list[dict]:
             r = rows[-1]
             print(f"  {NAMES[r['leg']]:28} {r['minutes']:5g} min {r['kimg']:7.1f} kimg  " + "  ".join(
                 f"{k} {v['fd']:.3g}±{v['fd_std']:.2g}" for k, v in r["judges"].items()), flush=True)
-    return rows
+    return rows, kept
+
+
+def paired_ratios(kept: dict) -> list[dict]:
+    """FD_kakusan / FD_peer with its paired bootstrap spread, per judge (:func:`kakusan.metrics.panel.pair_rows`):
+    at the same budget, and kakusan at half the peer's budget."""
+    from kakusan.metrics.panel import pair_rows
+
+    out = []
+    for (peer, minutes), theirs in sorted(kept.items()):
+        if peer in ("kakusan", "kakusan-fp32"):
+            continue
+        for mine in (minutes, minutes / 2):
+            if ("kakusan", mine) in kept:
+                rows = pair_rows({"kakusan": kept[("kakusan", mine)], peer: theirs}, "kakusan", peer)
+                out.append({"peer": peer, "peer_minutes": minutes, "kakusan_minutes": mine,
+                            "ratio": {r["judge"]: [round(r["ratio"], 4), round(r["ratio_std"], 4)] for r in rows}})
+                print(f"  kakusan at {mine:g} min / {NAMES[peer]} at {minutes:g} min: " + "  ".join(
+                    f"{j} {v[0]:.3f}±{v[1]:.3f}" for j, v in out[-1]["ratio"].items()), flush=True)
+    return out
 
 
 def verdicts(rows: list[dict]) -> dict:
@@ -166,12 +190,12 @@ def verdicts(rows: list[dict]) -> dict:
     mine = sorted((r for r in rows if r["leg"] == "kakusan"), key=lambda r: r["minutes"])
     for peer in sorted({r["leg"] for r in rows} - {"kakusan", "kakusan-fp32"}):
         theirs = [r for r in rows if r["leg"] == peer]
+        end = [(r, p) for r in mine for p in theirs if r["minutes"] == last == p["minutes"]]
         per_judge = {}
         for judge in theirs[0]["judges"]:
             best = min(theirs, key=lambda r: r["judges"][judge]["fd"])
             fd = best["judges"][judge]["fd"]
             reach = next((r["minutes"] for r in mine if r["judges"][judge]["fd"] <= fd), None)
-            end = [(r, p) for r in mine for p in theirs if r["minutes"] == last == p["minutes"]]
             z = None
             if end:
                 a, b = end[0][0]["judges"][judge], end[0][1]["judges"][judge]
@@ -236,11 +260,13 @@ def main():
     print("sampling", flush=True)
     sample_all(jobs, out, args.n, args.smoke)
     print("scoring (every judge; FD ± bootstrap spread)", flush=True)
-    rows = score_all(jobs, out, args.n)
+    rows, kept = score_all(jobs, out, args.n)
+    print("paired ratios FD_kakusan / FD_peer (± paired bootstrap spread)", flush=True)
+    ratios = paired_ratios(kept)
     settings = {j["name"]: json.loads((out / j["name"] / "leg.json").read_text())
                 for j in jobs if (out / j["name"] / "leg.json").exists()}
     result = {"n": args.n, "budgets": budgets, "skipped": skipped, "cpu": cpu_name(), "rows": rows,
-              "verdicts": verdicts(rows) if rows else {}, "settings": settings}
+              "verdicts": verdicts(rows) if rows else {}, "paired_ratios": ratios, "settings": settings}
     if rows and args.plot:
         plot(rows, Path(args.plot))
     print(json.dumps(result))

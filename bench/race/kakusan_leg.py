@@ -27,13 +27,13 @@ RECIPE = dict(data="mnist", image_size=32, preset="s", cond="none", time_conditi
 SMOKE = dict(RECIPE, preset="xs")
 
 
-def train(args, precision: str) -> None:
+def train(args) -> None:
     import kakusan
     from kakusan.diffusion.training import TrainConfig, Trainer
 
     clock = legkit.Clock()
     run = Path(args.out) / "run"
-    recipe = dict(SMOKE if args.smoke else RECIPE, precision=precision, batch_size=args.batch, seed=args.seed)
+    recipe = dict(SMOKE if args.smoke else RECIPE, precision=args.precision, batch_size=args.batch, seed=args.seed)
     per_mark = []
     for m in args.marks:
         left = m - clock.minutes()
@@ -50,7 +50,7 @@ def train(args, precision: str) -> None:
             per_mark.append({"minutes": m, "kimg": round(kimg, 3), "img_s": round(kimg * 1000 / clock.seconds(), 2),
                              "precision": json.loads((run / "train_config.json").read_text())["precision"]})
             print(json.dumps(per_mark[-1]), flush=True)
-    legkit.finish(args.out, {"leg": f"kakusan ({precision})", "version": kakusan.__version__, "params": params,
+    legkit.finish(args.out, {"leg": f"kakusan ({args.precision})", "version": kakusan.__version__, "params": params,
                              "batch": args.batch, "recipe": recipe, "conditioning": "none", "marks": per_mark})
 
 
@@ -67,9 +67,5 @@ def sample(args) -> None:
 
 
 if __name__ == "__main__":
-    precision = "auto"
-    if "--precision" in sys.argv:
-        i = sys.argv.index("--precision")
-        precision = sys.argv[i + 1]
-        del sys.argv[i:i + 2]
-    legkit.main(lambda args: train(args, precision), sample)
+    legkit.main(train, sample, lambda parser: parser.add_argument("--precision", default="auto",
+                                                                 choices=("auto", "fp32", "bf16")))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,19 +36,17 @@ class Clock:
     def minutes(self) -> float:
         return self.seconds() / 60
 
+    @contextmanager
     def pause(self):
-        clock = self
-
-        class _Paused:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.paused += time.perf_counter() - self.t0
-        return _Paused()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - t0
 
 
-def parse(argv=None) -> argparse.Namespace:
+def parse(argv=None, train_options=None) -> argparse.Namespace:
+    """The two commands' arguments; ``train_options(parser)`` adds a leg's own options to ``train``."""
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train")
@@ -57,6 +56,8 @@ def parse(argv=None) -> argparse.Namespace:
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--smoke", action="store_true", help="a tiny network, for the suite's API check")
+    if train_options:
+        train_options(t)
     s = sub.add_parser("sample")
     s.add_argument("--out", required=True)
     s.add_argument("--mark", required=True)
@@ -92,8 +93,8 @@ def draw(args, one_batch, sampler: str) -> None:
     print(json.dumps(write_samples(args.out, args.mark, images, time.perf_counter() - t0, sampler)), flush=True)
 
 
-def main(train, sample) -> None:
-    args = parse()
+def main(train, sample, train_options=None) -> None:
+    args = parse(train_options=train_options)
     train(args) if args.command == "train" else sample(args)
 
 

@@ -1,7 +1,7 @@
 """Time to quality: kakusan against the toolkits people use, on the same data, minutes and judges.
 
     make bench-peers                       # once: the peers' venv (.venv-peers: torch 2.14.1 + torchvision 0.29.1)
-    python bench/time_to_quality.py [--budgets 4,8,16,32] [--n 1000] [--out runs/ttq] [--legs ...]
+    python bench/time_to_quality.py [--budgets 4,8,16,32] [--n 1000] [--out runs/ttq] [--legs ...] [--steps ddpm=25]
 
 Legs (``bench/race/``; each runs its own library's training code and recommended sampler — see each file):
 * ``kakusan`` (``--precision auto``) and ``kakusan-fp32``: kakusan's venv;
@@ -13,7 +13,8 @@ the 5,000 MNIST images at 32x32, networks at about mnist-s's size (each leg's pa
 
 **Fairness.** Two legs run at a time, each pinned to one core (``taskset``) with one thread, so that both see the
 same machine at the same moments; every leg's clock counts its own start-up and stops at each budget (a mark), where
-its EMA weights are saved with the clock paused. Sampling (1,000 images from seeds 0..999) comes after, timed apart.
+its EMA weights are saved with the clock paused. Sampling (1,000 images from seeds 0..999) starts as soon as a
+leg's training is done, timed apart, with each leg's own number of steps unless ``--steps`` says otherwise.
 
 **Judges.** Every judge of kakusan's panel: FD against all 5,000 real images with a bootstrap spread (samples and
 reference resampled), the judge's real-vs-real floor, FD over floor; with no labels, the featurenet's class
@@ -45,6 +46,10 @@ LEGS = {
     "ddpm": ("ddpm_leg.py", str(PEERS_PYTHON), "denoising_diffusion_pytorch", [], False),
     "diffusers": ("diffusers_leg.py", sys.executable, "diffusers", [], True),
 }
+# each leg's own sampling steps, and the cost of one step per image relative to kakusan's (measured at commit
+# 94c9963): the costliest samplings start first
+DEFAULT_STEPS = {"kakusan": 10, "kakusan-fp32": 10, "k-diffusion": 50, "ddpm": 50, "diffusers": 50}
+SAMPLING_COST = {"kakusan": 1.0, "kakusan-fp32": 1.05, "k-diffusion": 0.95, "ddpm": 2.1, "diffusers": 1.25}
 NAMES = {"kakusan": "kakusan", "kakusan-fp32": "kakusan fp32", "k-diffusion": "k-diffusion",
          "ddpm": "denoising-diffusion-pytorch", "diffusers": "diffusers example"}
 
@@ -70,19 +75,25 @@ def jobs_for(legs: list[str], budgets: list[float]) -> list[dict]:
     return jobs
 
 
-def run_pinned(commands: list[tuple[str, list[str], Path]], cores: int = 2) -> None:
-    """Run (name, argv, log) commands, ``cores`` at a time, each on its own core with one thread, longest first
-    (the order given); a failed command is reported, not fatal."""
+def run_pinned(commands: list[tuple], cores: int = 2) -> None:
+    """Run (name, argv, log[, ready]) commands, ``cores`` at a time, each on its own core with one thread, in the
+    order given, passing over a command whose ``ready()`` is still false (a sample waits for its training); a failed
+    command is reported, not fatal, and the commands left waiting on it are dropped, saying so."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     free, running, queue = list(range(cores)), {}, list(commands)
     while queue or running:
-        while queue and free:
-            name, argv, log = queue.pop(0)
+        for item in [c for c in queue if len(c) < 4 or c[3]()][:len(free)]:
+            queue.remove(item)
+            name, argv, log = item[:3]
             core = free.pop(0)
             print(f"  start {name} on core {core}", flush=True)
             handle = open(log, "w")
             running[subprocess.Popen(["taskset", "-c", str(core), *argv], env=env, stdout=handle,
                                      stderr=subprocess.STDOUT, cwd=ROOT)] = (name, core, time.time(), handle)
+        if queue and not running:  # nothing runs and nothing left can start: their training failed
+            for name, *_ in queue:
+                print(f"  {name}: dropped (its training did not finish)", flush=True)
+            return
         time.sleep(2)
         for p in [p for p in running if p.poll() is not None]:
             name, core, t0, handle = running.pop(p)
@@ -92,7 +103,8 @@ def run_pinned(commands: list[tuple[str, list[str], Path]], cores: int = 2) -> N
             print(f"  {name}: {status} in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
-def train_all(jobs, data: Path, out: Path, smoke: bool) -> None:
+def train_commands(jobs, data: Path, out: Path, smoke: bool) -> list[tuple]:
+    """Training commands, longest first; a job whose ``leg.json`` exists is done."""
     todo = []
     for j in sorted(jobs, key=lambda j: -j["minutes"]):
         d = out / j["name"]
@@ -103,19 +115,22 @@ def train_all(jobs, data: Path, out: Path, smoke: bool) -> None:
         argv = [j["python"], j["script"], "train", "--data", str(data), "--out", str(d),
                 "--marks", ",".join(f"{m:g}" for m in j["marks"]), *j["extra"], *(["--smoke"] if smoke else [])]
         todo.append((f"train {j['name']}", argv, out / f"{j['name']}.train.log"))
-    run_pinned(todo)
+    return todo
 
 
-def sample_all(jobs, out: Path, n: int, smoke: bool) -> None:
+def sample_commands(jobs, out: Path, n: int, smoke: bool, steps: dict[str, int]) -> list[tuple]:
+    """Sampling commands, the costliest leg first; each waits until its leg's training has written ``leg.json``."""
     todo = []
-    for j in jobs:
+    for j in sorted(jobs, key=lambda j: -SAMPLING_COST[j["leg"]] * steps.get(j["leg"], DEFAULT_STEPS[j["leg"]])):
+        d = out / j["name"]
         for m in j["marks"]:
-            d = out / j["name"]
-            if (d / "leg.json").exists() and not (d / f"mark-{m:g}" / "samples.safetensors").exists():
+            if not (d / f"mark-{m:g}" / "samples.safetensors").exists():
                 argv = [j["python"], j["script"], "sample", "--out", str(d), "--mark", f"{m:g}", "--n", str(n),
+                        *(["--steps", str(steps[j["leg"]])] if j["leg"] in steps else []),
                         *(["--smoke"] if smoke else [])]
-                todo.append((f"sample {j['name']} at {m:g} min", argv, out / f"{j['name']}.sample-{m:g}.log"))
-    run_pinned(todo)
+                todo.append((f"sample {j['name']} at {m:g} min", argv, out / f"{j['name']}.sample-{m:g}.log",
+                             lambda d=d: (d / "leg.json").exists()))
+    return todo
 
 
 def class_balance(judges, images: torch.Tensor) -> float | None:
@@ -165,14 +180,14 @@ def score_all(jobs, out: Path, n: int) -> tuple[list[dict], dict]:
 
 def paired_ratios(kept: dict) -> list[dict]:
     """FD_kakusan / FD_peer with its paired bootstrap spread, per judge (:func:`kakusan.metrics.panel.pair_rows`):
-    at the same budget, and kakusan at half the peer's budget."""
+    at the same budget, and kakusan at a half and a quarter of the peer's budget."""
     from kakusan.metrics.panel import pair_rows
 
     out = []
     for (peer, minutes), theirs in sorted(kept.items()):
         if peer in ("kakusan", "kakusan-fp32"):
             continue
-        for mine in (minutes, minutes / 2):
+        for mine in (minutes, minutes / 2, minutes / 4):  # the same budget; the target's ½; the moonshot's ¼
             if ("kakusan", mine) in kept:
                 rows = pair_rows({"kakusan": kept[("kakusan", mine)], peer: theirs}, "kakusan", peer)
                 out.append({"peer": peer, "peer_minutes": minutes, "kakusan_minutes": mine,
@@ -239,12 +254,18 @@ def main():
     ap.add_argument("--out", default="runs/ttq")
     ap.add_argument("--legs", default=",".join(LEGS))
     ap.add_argument("--plot", default="docs/images/time-to-quality.png")
+    ap.add_argument("--steps", default="", help="sampling steps per leg, e.g. ddpm=25 (default: each leg's own)")
     ap.add_argument("--smoke", action="store_true", help="tiny networks and two sampling steps (the suite's check)")
     args = ap.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     legs = args.legs.split(",")
-    if budgets != sorted(budgets) or budgets[0] <= 0 or not set(legs) <= set(LEGS):
-        raise SystemExit(f"error: budgets must be positive and increasing; legs among {', '.join(LEGS)}")
+    try:
+        steps = {k: int(v) for k, v in (kv.split("=") for kv in args.steps.split(",") if kv)}
+    except ValueError:
+        raise SystemExit(f"error: --steps takes leg=count pairs, e.g. ddpm=25; got {args.steps!r}") from None
+    if budgets != sorted(budgets) or budgets[0] <= 0 or not set(legs) | set(steps) <= set(LEGS):
+        raise SystemExit(f"error: budgets must be positive and increasing; legs (and --steps legs) among "
+                         f"{', '.join(LEGS)}")
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     data = out / "data" / "mnist32.safetensors"
@@ -255,17 +276,16 @@ def main():
     for leg, why in skipped.items():
         print(f"skipping {leg}: {why}", flush=True)
     jobs = jobs_for([leg for leg in legs if leg not in skipped], budgets)
-    print(f"training {len(jobs)} jobs, two at a time, one core each", flush=True)
-    train_all(jobs, data, out, args.smoke)
-    print("sampling", flush=True)
-    sample_all(jobs, out, args.n, args.smoke)
+    print(f"training {len(jobs)} jobs, then sampling, two at a time, one core each (a leg samples as soon as its "
+          "training is done)", flush=True)
+    run_pinned(train_commands(jobs, data, out, args.smoke) + sample_commands(jobs, out, args.n, args.smoke, steps))
     print("scoring (every judge; FD ± bootstrap spread)", flush=True)
     rows, kept = score_all(jobs, out, args.n)
     print("paired ratios FD_kakusan / FD_peer (± paired bootstrap spread)", flush=True)
     ratios = paired_ratios(kept)
     settings = {j["name"]: json.loads((out / j["name"] / "leg.json").read_text())
                 for j in jobs if (out / j["name"] / "leg.json").exists()}
-    result = {"n": args.n, "budgets": budgets, "skipped": skipped, "cpu": cpu_name(), "rows": rows,
+    result = {"n": args.n, "budgets": budgets, "sampling_steps": {**DEFAULT_STEPS, **steps}, "skipped": skipped, "cpu": cpu_name(), "rows": rows,
               "verdicts": verdicts(rows) if rows else {}, "paired_ratios": ratios, "settings": settings}
     if rows and args.plot:
         plot(rows, Path(args.plot))

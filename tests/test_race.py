@@ -41,10 +41,11 @@ def test_leg_trains_saves_a_mark_and_samples(leg, data, tmp_path):
     (mark,) = leg_info["marks"]
     assert mark["minutes"] == 0.03 and mark["kimg"] > 0
     subprocess.run([job["python"], job["script"], "sample", "--out", str(out), "--mark", "0.03", "--n", "6",
-                    "--batch", "4", "--smoke"], check=True, cwd=ROOT, timeout=600)
+                    "--batch", "4", "--steps", "3", "--smoke"], check=True, cwd=ROOT, timeout=600)
     images = load_file(str(out / "mark-0.03" / "samples.safetensors"))["images"]
     assert images.shape == (6, 1, 32, 32) and torch.isfinite(images).all() and images.abs().max() <= 1
-    assert json.loads((out / "mark-0.03" / "sample.json").read_text())["n"] == 6
+    info = json.loads((out / "mark-0.03" / "sample.json").read_text())
+    assert info["n"] == 6 and ", 3 " in info["sampler"]  # --steps reached the leg's sampler
 
 
 def test_a_leg_needing_its_total_runs_once_per_budget():
@@ -61,3 +62,15 @@ def test_verdict_reads_minutes_to_the_peers_best():
     v = ttq.verdicts(rows)["ddpm"]["j"]
     assert v["peer_best_fd"] == 2.5 and v["peer_minutes"] == 16 and v["kakusan_minutes"] == 8
     assert v["minutes_ratio"] == 0.5 and v["last_budget_z"] == pytest.approx(1.5 / (0.02 ** 0.5), rel=1e-2)
+
+
+def test_a_sample_waits_for_its_training_and_is_dropped_if_training_fails(tmp_path, capsys):
+    trained, order = tmp_path / "leg.json", tmp_path / "order"
+    ttq.run_pinned([
+        ("sample", ["sh", "-c", f"echo sample >> {order}"], tmp_path / "s.log", trained.exists),
+        ("train", ["sh", "-c", f"sleep 1; echo train >> {order}; touch {trained}"], tmp_path / "t.log"),
+    ])
+    assert order.read_text().split() == ["train", "sample"]
+    ttq.run_pinned([("orphan", ["sh", "-c", f"echo orphan >> {order}"], tmp_path / "o.log", lambda: False),
+                    ("failing train", ["false"], tmp_path / "f.log")])
+    assert "orphan: dropped" in capsys.readouterr().out and "orphan" not in order.read_text()

@@ -90,7 +90,7 @@ def sample(args) -> None:
     from ema_pytorch import EMA
 
     d = Path(args.out) / f"mark-{args.mark}"
-    steps = 2 if args.smoke else STEPS
+    steps = legkit.steps(args, STEPS)
     model, _ = diffusion(args.smoke, steps)
     ema = EMA(model, beta=0.995, update_every=10)
     ema.load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True)["ema"])

@@ -100,7 +100,7 @@ def sample(args) -> None:
     from diffusers import DDIMScheduler, UNet2DModel
 
     unet = UNet2DModel.from_pretrained(Path(args.out) / f"mark-{args.mark}" / "unet").eval()
-    steps = 2 if args.smoke else STEPS
+    steps = legkit.steps(args, STEPS)
 
     def one_batch(first, count):
         scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear")

@@ -60,7 +60,7 @@ def sample(args) -> None:
 
     d = Path(args.out) / f"mark-{args.mark}"
     model = Denoiser.from_pretrained(d / "checkpoint")
-    steps = 2 if args.smoke else 10  # DPM-Solver++(2M) is multistep: one network call a step
+    steps = legkit.steps(args, 10)  # DPM-Solver++(2M) is multistep: one network call a step
     legkit.draw(args, lambda first, count: generate(model, range(first, first + count), sampler="dpmpp2m",
                                                     steps=steps, schedule="karras", progress=False),
                 f"DPM-Solver++(2M), {steps} NFE, Karras grid (kakusan)")

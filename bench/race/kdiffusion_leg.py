@@ -127,7 +127,7 @@ def sample(args) -> None:
     inner = K.config.make_model(cfg)
     inner.load_state_dict(load_file(str(d / "model_ema.safetensors")))
     model = K.config.make_denoiser_wrapper(cfg)(inner.eval())
-    steps = 2 if args.smoke else STEPS
+    steps = legkit.steps(args, STEPS)
     sigmas = K.sampling.get_sigmas_karras(steps, mcfg["sigma_min"], mcfg["sigma_max"], rho=7.0)
     legkit.draw(args, lambda first, count: K.sampling.sample_dpmpp_2m(
         model, legkit.noise(count, first=first) * sigmas[0], sigmas, disable=True),

@@ -63,6 +63,7 @@ def parse(argv=None, train_options=None) -> argparse.Namespace:
     s.add_argument("--mark", required=True)
     s.add_argument("--n", type=int, default=1000)
     s.add_argument("--batch", type=int, default=250)
+    s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the leg's own)")
     s.add_argument("--smoke", action="store_true", help="two sampling steps")
     args = ap.parse_args(argv)
     if args.command == "train":
@@ -91,6 +92,11 @@ def draw(args, one_batch, sampler: str) -> None:
     t0 = time.perf_counter()
     images = torch.cat([one_batch(a, min(args.batch, args.n - a)) for a in range(0, args.n, args.batch)])
     print(json.dumps(write_samples(args.out, args.mark, images, time.perf_counter() - t0, sampler)), flush=True)
+
+
+def steps(args, default: int) -> int:
+    """Sampling steps: ``--steps``, else two for a smoke run, else the leg's default."""
+    return args.steps or (2 if args.smoke else default)
 
 
 def main(train, sample, train_options=None) -> None:

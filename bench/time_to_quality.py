@@ -46,10 +46,9 @@ LEGS = {
     "ddpm": ("ddpm_leg.py", str(PEERS_PYTHON), "denoising_diffusion_pytorch", [], False),
     "diffusers": ("diffusers_leg.py", sys.executable, "diffusers", [], True),
 }
-# each leg's own sampling steps, and the cost of one step per image relative to kakusan's (measured at commit
-# 94c9963): the costliest samplings start first
-DEFAULT_STEPS = {"kakusan": 10, "kakusan-fp32": 10, "k-diffusion": 50, "ddpm": 50, "diffusers": 50}
-SAMPLING_COST = {"kakusan": 1.0, "kakusan-fp32": 1.05, "k-diffusion": 0.95, "ddpm": 2.1, "diffusers": 1.25}
+OURS = {"kakusan", "kakusan-fp32"}
+# minutes to sample 1,000 images on one core with the leg's own steps (commit 94c9963): the costliest start first
+SAMPLING_MINUTES = {"kakusan": 1.7, "kakusan-fp32": 1.8, "k-diffusion": 7.8, "ddpm": 18.0, "diffusers": 10.7}
 NAMES = {"kakusan": "kakusan", "kakusan-fp32": "kakusan fp32", "k-diffusion": "k-diffusion",
          "ddpm": "denoising-diffusion-pytorch", "diffusers": "diffusers example"}
 
@@ -121,7 +120,7 @@ def train_commands(jobs, data: Path, out: Path, smoke: bool) -> list[tuple]:
 def sample_commands(jobs, out: Path, n: int, smoke: bool, steps: dict[str, int]) -> list[tuple]:
     """Sampling commands, the costliest leg first; each waits until its leg's training has written ``leg.json``."""
     todo = []
-    for j in sorted(jobs, key=lambda j: -SAMPLING_COST[j["leg"]] * steps.get(j["leg"], DEFAULT_STEPS[j["leg"]])):
+    for j in sorted(jobs, key=lambda j: -SAMPLING_MINUTES[j["leg"]]):
         d = out / j["name"]
         for m in j["marks"]:
             if not (d / f"mark-{m:g}" / "samples.safetensors").exists():
@@ -185,7 +184,7 @@ def paired_ratios(kept: dict) -> list[dict]:
 
     out = []
     for (peer, minutes), theirs in sorted(kept.items()):
-        if peer in ("kakusan", "kakusan-fp32"):
+        if peer in OURS:
             continue
         for mine in (minutes, minutes / 2, minutes / 4):  # the same budget; the target's ½; the moonshot's ¼
             if ("kakusan", mine) in kept:
@@ -203,7 +202,7 @@ def verdicts(rows: list[dict]) -> dict:
     out = {}
     last = max(r["minutes"] for r in rows)
     mine = sorted((r for r in rows if r["leg"] == "kakusan"), key=lambda r: r["minutes"])
-    for peer in sorted({r["leg"] for r in rows} - {"kakusan", "kakusan-fp32"}):
+    for peer in sorted({r["leg"] for r in rows} - OURS):
         theirs = [r for r in rows if r["leg"] == peer]
         end = [(r, p) for r in mine for p in theirs if r["minutes"] == last == p["minutes"]]
         per_judge = {}
@@ -285,8 +284,8 @@ def main():
     ratios = paired_ratios(kept)
     settings = {j["name"]: json.loads((out / j["name"] / "leg.json").read_text())
                 for j in jobs if (out / j["name"] / "leg.json").exists()}
-    result = {"n": args.n, "budgets": budgets, "sampling_steps": {**DEFAULT_STEPS, **steps}, "skipped": skipped, "cpu": cpu_name(), "rows": rows,
-              "verdicts": verdicts(rows) if rows else {}, "paired_ratios": ratios, "settings": settings}
+    result = {"n": args.n, "budgets": budgets, "sampling_steps": steps, "skipped": skipped, "cpu": cpu_name(),
+              "rows": rows, "verdicts": verdicts(rows) if rows else {}, "paired_ratios": ratios, "settings": settings}
     if rows and args.plot:
         plot(rows, Path(args.plot))
     print(json.dumps(result))
